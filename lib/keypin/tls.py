@@ -1,0 +1,312 @@
+# Pinned TLS: the verify callback decides inside the handshake.
+from micropython import const
+import socket
+from keypin import PinMismatch, StoreError, Unsupported, CertError
+from keypin.spki import sha256_into, error_text
+from keypin.pins import format_pin
+
+_MAXD = const(8)  # per-depth slots; deeper certificates are not hashed
+# decisions
+NONE = const(0)
+ACTIVE = const(1)
+BACKUP = const(2)
+RETIRED = const(3)
+UNKNOWN = const(4)
+BADCERT = const(5)
+_WHY = ("no certificate checked", "active", "backup", "retired key", "unknown key", "malformed certificate")
+
+_store = None
+on_mismatch = None  # optional hook(PinMismatch), e.g. keypin.report.record
+
+
+def use_store(path_or_store):
+    global _store
+    if isinstance(path_or_store, str):
+        from keypin.store import PinStore
+        path_or_store = PinStore(path_or_store)
+    _store = path_or_store
+    return _store
+
+
+def default_store():
+    if _store is None:
+        raise StoreError("no pin store: call keypin.use_store('pins.json') first")
+    return _store
+
+
+class Checker:
+    # Holds preallocated per-depth digest slots; cb() runs inside mbedTLS and never
+    # raises or allocates (beyond what the VM needs to call it).
+    def __init__(self, active, backups, retired, any_depth):
+        self.active = active
+        self.backups = backups
+        self.retired = retired
+        self.any = any_depth
+        self.slots = [bytearray(32) for _ in range(_MAXD)]
+        self.codes = [1] * _MAXD  # 1 = not seen, 0 = hashed, <0 = parse error
+        self.decision = NONE
+        self.k = -1
+        self.depth = -1  # deepest depth seen
+        self.calls = 0
+
+    def reset(self):
+        for i in range(_MAXD):
+            self.codes[i] = 1
+        self.decision = NONE
+        self.k = -1
+        self.depth = -1
+        self.calls = 0
+
+    def cb(self, cert, depth):
+        try:
+            self.calls += 1
+            if depth > self.depth:
+                self.depth = depth
+            if depth < _MAXD:
+                self.codes[depth] = sha256_into(cert, self.slots[depth])
+            if depth:
+                return 0
+            return self._decide()
+        except BaseException:
+            self.decision = BADCERT
+            return 1
+
+    def _decide(self):
+        top = self.depth if self.any else 0
+        if top >= _MAXD:
+            top = _MAXD - 1
+        if self.codes[0] < 0:
+            self.decision = BADCERT
+            return 1
+        # a retired key anywhere we look is refused, before anything else
+        for d in range(top + 1):
+            if self.codes[d] == 0:
+                for r in self.retired:
+                    if self.slots[d] == r:
+                        self.decision = RETIRED
+                        return 1
+        for d in range(top + 1):
+            if self.codes[d] == 0 and self.slots[d] == self.active:
+                self.decision = ACTIVE
+                return 0
+        best = -1
+        for d in range(top + 1):
+            if self.codes[d] == 0:
+                for i in range(len(self.backups)):
+                    if self.slots[d] == self.backups[i] and (best < 0 or i < best):
+                        best = i
+        if best >= 0:
+            self.decision = BACKUP
+            self.k = best
+            return 0
+        self.decision = UNKNOWN
+        return 1
+
+    def chain(self):
+        # [(depth, pin or error text)] top first, as seen
+        out = []
+        for d in range(min(self.depth, _MAXD - 1), -1, -1):
+            c = self.codes[d]
+            out.append((d, format_pin(self.slots[d]) if c == 0 else
+                        ("not presented" if c == 1 else "malformed: " + error_text(c))))
+        return out
+
+
+def mismatch(chk, host, port, name, s):
+    why = _WHY[chk.decision]
+    lines = ["Certificate pinning failure! (%s)" % why,
+             "  Peer certificate chain for %s:%d:" % (host, port)]
+    for d, p in chk.chain():
+        lines.append("    depth %d: %s" % (d, p))
+    if chk.depth >= _MAXD:
+        lines.append("    (%d deeper certificates not checked)" % (chk.depth - _MAXD + 1))
+    lines.append("  Pinned keys for %s (set %r, policy %s):" % (host, name, s["policy"]))
+    lines.append("    active: " + s["active"])
+    for i, p in enumerate(s["backups"]):
+        lines.append("    backup %d: %s" % (i, p))
+    for p in s["retired"]:
+        lines.append("    retired: " + p)
+    e = PinMismatch("\n".join(lines))
+    e.host, e.port, e.pinset, e.reason = host, port, name, why
+    e.chain = chk.chain()
+    return e
+
+
+def _tls():
+    try:
+        import tls
+        return tls
+    except ImportError:
+        return None
+
+
+class PinnedStream:
+    def __init__(self, sock, store, name, chk, pin):
+        self.sock = sock
+        self.store = store
+        self.pinset = name
+        self.pin = pin  # the matched pin
+        self.backup = chk.k if chk.decision == BACKUP else -1
+        self.verdict = "backup" if self.backup >= 0 else "active"
+
+    def read(self, n=-1):
+        return self.sock.read(n) if n >= 0 else self.sock.read()
+
+    def readinto(self, buf, n=None):
+        return self.sock.readinto(buf) if n is None else self.sock.readinto(buf, n)
+
+    def readline(self):
+        return self.sock.readline()
+
+    def write(self, buf):
+        return self.sock.write(buf)
+
+    def setblocking(self, flag):
+        return self.sock.setblocking(flag)
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def confirm(self):
+        # the protocol saw a genuine response from the server holding backup k: commit
+        if self.verdict == "backup":
+            self.store.rotate(self.pinset, self.backup, self.pin)
+            self.verdict = "rotated"
+        return self.verdict
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def _lookup(store, host, pinset):
+    store = store or default_store()
+    if isinstance(store, str):
+        store = use_store(store)
+    name = pinset or store.find(host)
+    if name is None:
+        raise StoreError("no pin set covers host %r; add one (ks.pins or keypin pinset new)" % host)
+    return store, name, store.get(name)
+
+
+def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=None):
+    # Pinned TLS over a connected socket. Returns a PinnedStream or raises; on any
+    # failure the socket is closed and nothing was sent.
+    try:
+        store, name, s = _lookup(store, host, pinset)
+        a, b, r = store.digests(name)
+        chk = Checker(a, b, r, s["policy"] == "any")
+        t = _tls_mod or _tls()
+        if t is not None and hasattr(t, "SSLContext"):
+            ctx = t.SSLContext(t.PROTOCOL_TLS_CLIENT)
+            try:
+                ctx.verify_callback = chk.cb
+                ok = True
+            except (AttributeError, TypeError):
+                ok = False
+            if ok:
+                return _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata)
+            return _handshake_peercert(ctx.wrap_socket, sock, host, port, store, name, s, chk, cadata)
+        try:
+            import ssl as t2
+        except ImportError:
+            try:
+                import ussl as t2
+            except ImportError:
+                raise Unsupported("this firmware has no TLS module")
+        return _handshake_peercert(t2.wrap_socket, sock, host, port, store, name, s, chk, cadata)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _ders(data):
+    # CA certificates as DER (some firmware builds lack mbedTLS PEM parsing)
+    if b"-----BEGIN" not in data:
+        yield data
+        return
+    from binascii import a2b_base64
+    n = 0
+    for part in data.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        n += 1
+        yield a2b_base64(part.split(b"-----END")[0])
+    if not n:
+        raise ValueError("no CERTIFICATE in PEM")
+
+
+def _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata):
+    if cadata:
+        ctx.verify_mode = t.CERT_REQUIRED
+        try:
+            for der in _ders(cadata):
+                ctx.load_verify_locations(der)
+        except ValueError as e:
+            raise CertError("cadata: not a valid CA certificate (%s)" % e)
+    else:
+        ctx.verify_mode = t.CERT_OPTIONAL
+    try:
+        ss = ctx.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as e:
+        if chk.decision not in (ACTIVE, BACKUP):
+            raise _fail(chk, host, port, name, s)
+        if isinstance(e, ValueError):  # mbedTLS reports X.509 verification (CA+pin mode) so
+            raise CertError("certificate verification failed for %s:%d:%s" % (host, port, e))
+        raise  # keys matched but TLS failed, e.g. a server without the key's private half
+    if chk.decision not in (ACTIVE, BACKUP):
+        # the callback was never asked about the leaf: fail closed
+        ss.close()
+        raise _fail(chk, host, port, name, s)
+    return PinnedStream(ss, store, name, chk, _pin(chk, s))
+
+
+def _handshake_peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata):
+    # firmware without verify_callback: check the leaf before any application byte
+    if cadata:
+        raise Unsupported("CA+pin mode needs MicroPython >= 1.23 (tls.SSLContext.verify_callback)")
+    ss = wrap_socket(sock, server_hostname=host)
+    try:
+        der = ss.getpeercert(True) if hasattr(ss, "getpeercert") else None
+        if not der:
+            raise Unsupported("firmware has neither verify_callback nor getpeercert(True): "
+                              "refusing an unpinned connection; upgrade to MicroPython >= 1.23")
+        chk.any = False  # only the leaf is visible here
+        chk.cb(der, 0)
+        if chk.decision not in (ACTIVE, BACKUP):
+            raise _fail(chk, host, port, name, s)
+    except BaseException:
+        ss.close()
+        raise
+    return PinnedStream(ss, store, name, chk, _pin(chk, s))
+
+
+def _pin(chk, s):
+    return s["active"] if chk.decision == ACTIVE else s["backups"][chk.k]
+
+
+def _fail(chk, host, port, name, s):
+    e = mismatch(chk, host, port, name, s)
+    if on_mismatch is not None:
+        try:
+            on_mismatch(e)
+        except Exception as x:
+            print("keypin: failure report not recorded:", repr(x))
+    return e
+
+
+def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, addr=None):
+    # addr: connect to this address instead of resolving host (host still drives SNI and pins)
+    store, name, s = _lookup(store, host, pinset)
+    ai = socket.getaddrinfo(addr or host, port, 0, socket.SOCK_STREAM)[0]
+    sock = socket.socket(ai[0], socket.SOCK_STREAM)
+    try:
+        if timeout is not None:
+            sock.settimeout(timeout)
+        sock.connect(ai[-1])
+    except BaseException:
+        sock.close()
+        raise
+    return wrap(sock, host, port, store=store, pinset=name, cadata=cadata)

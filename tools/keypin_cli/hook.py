@@ -1,0 +1,80 @@
+"""certbot --deploy-hook logic: allow a renewed certificate only if it kept a pinned key."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from .errors import CommandError
+
+LINEAGE_ENV = "RENEWED_LINEAGE"
+
+
+def lineage_cert(cert_arg: str | None, env: dict | None = None) -> Path:
+    """--cert FILE, else $RENEWED_LINEAGE/cert.pem (or fullchain.pem, whose first block is the leaf)."""
+    if cert_arg:
+        return Path(cert_arg)
+    env = os.environ if env is None else env
+    lineage = env.get(LINEAGE_ENV)
+    if not lineage:
+        raise CommandError("%s is not set: run me as certbot --deploy-hook, or give --cert FILE" % LINEAGE_ENV)
+    for name in ("cert.pem", "fullchain.pem"):
+        p = Path(lineage) / name
+        if p.is_file():
+            return p
+    raise CommandError("no cert.pem or fullchain.pem in %s=%s" % (LINEAGE_ENV, lineage))
+
+
+def cert_names(cert: x509.Certificate) -> list[str]:
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    if not names:
+        names += [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return names
+
+
+def covers(name: str, host: str) -> bool:
+    """Does certificate name ``name`` (possibly ``*.example.com``) cover ``host``?"""
+    if name == host:
+        return True
+    if name.startswith("*."):
+        suffix = name[1:]
+        return host.endswith(suffix) and "." not in host[: -len(suffix)] and len(host) > len(suffix)
+    return False
+
+
+def sets_for_names(doc: dict, names: list[str]) -> list[tuple[str, dict]]:
+    return [(sn, s) for sn, s in doc["sets"].items() if any(covers(n, h) for n in names for h in s["hosts"])]
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    lines: list[str]
+
+
+def judge(pin: str, sets: list[tuple[str, dict]]) -> Verdict:
+    ok, lines = True, []
+    for name, s in sets:
+        if pin == s["active"]:
+            lines.append("set %s: the certificate keeps the active key %s" % (name, pin))
+        elif pin in s["backups"]:
+            k = s["backups"].index(pin) + 1
+            lines.append("set %s: the certificate uses backup %d %s: devices will move to it and retire the "
+                         "old active key" % (name, k, pin))
+        elif pin in s["retired"]:
+            ok = False
+            lines.append("set %s: the certificate's key %s is RETIRED: devices will refuse it" % (name, pin))
+        else:
+            ok = False
+            lines.append("set %s: the certificate's key %s is not pinned (active %s, backups: %s)"
+                         % (name, pin, s["active"], ", ".join(s["backups"]) or "none"))
+    return Verdict(ok, lines)

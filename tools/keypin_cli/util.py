@@ -1,0 +1,81 @@
+"""Small helpers shared by the subcommands: progress output, atomic writes, host:port parsing."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import tempfile
+
+from .errors import CommandError
+
+
+def progress(msg: str) -> None:
+    """Progress goes to stderr, and only when stderr is a terminal (esptool/mpremote style)."""
+    if sys.stderr.isatty():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def note(msg: str) -> None:
+    """A remark the user should see even when not on a terminal (always stderr)."""
+    print("keypin: note: " + msg, file=sys.stderr, flush=True)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and os.replace."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_input(path: str) -> bytes:
+    """Read a file, or stdin for ``-``."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CommandError("cannot read %s: %s" % (path, e.strerror or e)) from None
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_hostport(text: str, default_port: int = 443) -> tuple[str, int]:
+    """``host:port``, ``host`` (port 443), ``[v6]:port`` or a bare IPv6 literal."""
+    host, port = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise CommandError("bad address %r: missing ]" % text)
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise CommandError("bad address %r" % text)
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host:
+        raise CommandError("bad address %r: no host" % text)
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError("bad port in %r" % text)
+    return host, int(port)
