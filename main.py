@@ -1,2 +1,14 @@
-# keypin device application (placeholder until the app lands).
-print("main: keypin device app")
+# keypin device application: pinned MQTTS status and commands, HTTPS check-in.
+# On a board this file runs after boot.py; tests import it and call run(cycles=1).
+import sys
+
+sys.path.append("lib")
+
+
+def run(cycles=None, config_path="config.json"):
+    from keypin.app import run as _run
+    return _run(cycles, config_path)
+
+
+if __name__ == "__main__":
+    run()

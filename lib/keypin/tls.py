@@ -16,6 +16,7 @@ BADCERT = const(5)
 _WHY = ("no certificate checked", "active", "backup", "retired key", "unknown key", "malformed certificate")
 
 _store = None
+resolve = {}  # host -> address override (like /etc/hosts), e.g. from config.json
 on_mismatch = None  # optional hook(PinMismatch), e.g. keypin.report.record
 
 
@@ -155,11 +156,11 @@ class PinnedStream:
     def readinto(self, buf, n=None):
         return self.sock.readinto(buf) if n is None else self.sock.readinto(buf, n)
 
-    def readline(self):
-        return self.sock.readline()
+    def readline(self, n=-1):
+        return self.sock.readline() if n < 0 else self.sock.readline(n)
 
-    def write(self, buf):
-        return self.sock.write(buf)
+    def write(self, buf, n=None):
+        return self.sock.write(buf) if n is None else self.sock.write(buf, n)
 
     def setblocking(self, flag):
         return self.sock.setblocking(flag)
@@ -300,7 +301,7 @@ def _fail(chk, host, port, name, s):
 def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, addr=None):
     # addr: connect to this address instead of resolving host (host still drives SNI and pins)
     store, name, s = _lookup(store, host, pinset)
-    ai = socket.getaddrinfo(addr or host, port, 0, socket.SOCK_STREAM)[0]
+    ai = socket.getaddrinfo(addr or resolve.get(host) or host, port, 0, socket.SOCK_STREAM)[0]
     sock = socket.socket(ai[0], socket.SOCK_STREAM)
     try:
         if timeout is not None:
