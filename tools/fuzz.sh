@@ -10,6 +10,7 @@
 # Environment:
 #   FUZZ_SEED=1          libFuzzer -seed and difffuzz --seed
 #   FUZZ_DIFF_COUNT=10000  generated differential inputs (libFuzzer's corpus comes on top)
+#   FUZZ_OUT=DIR         work directory instead of build/fuzz (tests use a temporary one)
 #   FUZZ_KEEP_CORPUS=1   keep build/fuzz/corpus from earlier runs (longer, opt-in campaigns);
 #                        by default every run starts from the seeds alone, so runs repeat.
 # Crash inputs are kept as build/fuzz/crashes/crash-*; disagreements as build/fuzz/diff/*.der.
@@ -18,9 +19,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${1:-60}
 SEED=${FUZZ_SEED:-1}
 DIFF_COUNT=${FUZZ_DIFF_COUNT:-10000}
-OUT=$ROOT/build/fuzz
+OUT=${FUZZ_OUT:-$ROOT/build/fuzz}
 PY=$ROOT/.venv/bin/python
 CC=${CC_FUZZ:-clang}
+CORE=${FUZZ_CORE:-$ROOT/firmware/spki/spki_core.c}  # another core only for testing this script
 
 case $SECS in ''|*[!0-9]*) echo "fuzz: SECONDS must be a whole number, not '$SECS'" >&2; exit 2 ;; esac
 
@@ -45,7 +47,7 @@ mkdir -p "$OUT/crashes" "$OUT/diff" || die "cannot create $OUT"
 # ---- 1. build ----
 command -v "$CC" >/dev/null 2>&1 || die "$CC not found; install clang with libFuzzer: apt-get install clang"
 if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Wall -Wextra \
-        -I"$ROOT/firmware/spki" "$ROOT/firmware/spki/fuzz_spki.c" "$ROOT/firmware/spki/spki_core.c" \
+        -I"$ROOT/firmware/spki" "$ROOT/firmware/spki/fuzz_spki.c" "$CORE" \
         -o "$OUT/fuzz_spki" 2>"$OUT/build.log"; then
     cat "$OUT/build.log" >&2
     die "building the libFuzzer target failed (clang with the libFuzzer runtime needed: apt-get install clang)"
@@ -70,7 +72,7 @@ printf '%s\n' '"\x30\x82"' '"\x30\x81"' '"\x30\x80"' '"\xa0\x03\x02\x01\x02"' '"
 
 # ---- 3. libFuzzer ----
 before=$(ls "$OUT/crashes" | wc -l)
-echo "fuzz: libFuzzer for ${SECS}s (log: build/fuzz/libfuzzer.log)"
+echo "fuzz: libFuzzer for ${SECS}s (log: $OUT/libfuzzer.log)"
 # timeout bounds a stuck run (the fuzzer stops itself after SECS) and forwards TERM to it
 timeout -k 10 $((SECS + 120)) "$OUT/fuzz_spki" -max_total_time="$SECS" -max_len=8192 -seed="$SEED" \
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -dict="$OUT/der.dict" \

@@ -166,25 +166,19 @@ def make_certs():
         root_key, inter_key, leaf_key = keys[kname], _key(kname, "inter"), _key(kname, "leaf")
         root_name = _name("keypin fuzz root " + kname)
         inter_name = _name("keypin fuzz intermediate " + kname)
-        serial += 1
-        out.append((f"root-{kname}", _cert(root_name, root_name, root_key.public_key(), root_key,
-                                             serial, ca=True)))
-        serial += 1
-        out.append((f"inter-{kname}", _cert(inter_name, root_name, inter_key.public_key(), root_key,
-                                              serial, ca=True, pathlen=0)))
-        serial += 1
-        out.append((f"leaf-{kname}", _cert(_name("device.example.test"), inter_name,
-                                             leaf_key.public_key(), inter_key, serial, ca=False,
-                                             sans=("device.example.test", "mqtt.example.test"))))
-        serial += 1
-        out.append((f"v1-{kname}", _cert(_name("v1 " + kname), root_name, leaf_key.public_key(),
-                                           root_key, serial, ca=False, version=x509.Version.v1)))
-        serial += 1
-        out.append((f"longsubj-{kname}", _cert(_name("long " + kname, long=True),
-                                                 _name("issuer " + kname, long=True),
-                                                 leaf_key.public_key(), root_key, serial, ca=False,
-                                                 sans=tuple(f"h{i:03d}.example.test"
-                                                            for i in range(40)))))
+        chain = (
+            ("root", root_name, root_name, root_key, root_key, {"ca": True}),
+            ("inter", inter_name, root_name, inter_key, root_key, {"ca": True, "pathlen": 0}),
+            ("leaf", _name("device.example.test"), inter_name, leaf_key, inter_key,
+             {"ca": False, "sans": ("device.example.test", "mqtt.example.test")}),
+            ("v1", _name("v1 " + kname), root_name, leaf_key, root_key,
+             {"ca": False, "version": x509.Version.v1}),
+            ("longsubj", _name("long " + kname, long=True), _name("issuer " + kname, long=True),
+             leaf_key, root_key, {"ca": False, "sans": tuple(f"h{i:03d}.example.test" for i in range(40))}),
+        )
+        for role, subject, issuer, key, signer, kw in chain:
+            serial += 1
+            out.append((f"{role}-{kname}", _cert(subject, issuer, key.public_key(), signer, serial, **kw)))
     # a big serial number (20 bytes) and a mixed chain (EC leaf signed by RSA)
     rk, ek = keys["rsa2048"], keys["p256"]
     out.append(("mixed-ec-by-rsa", _cert(_name("mixed"), _name("keypin fuzz root rsa2048"),
