@@ -112,7 +112,8 @@ def retire(name, pin, force=False):
     print("ks: %s retired from %r (seq %d)" % (pin, name, st.seq))
 
 
-def show():
+def show(file=None):
+    # file: a stream to print to (default the console)
     c = _cfg()
     safe = {}
     for k in c:
@@ -122,23 +123,23 @@ def show():
             if "password" in v:
                 v["password"] = "***"
         safe[k] = v
-    print("config:", safe)
+    print("config:", safe, file=file)
     try:
         st = _store()
     except keypin.KeypinError as e:
-        print("pins: ERROR", e)
+        print("pins: ERROR", e, file=file)
         return
-    print("pins: seq %d, %d set(s)" % (st.seq, len(st.names())))
+    print("pins: seq %d, %d set(s)" % (st.seq, len(st.names())), file=file)
     for n in st.names():
         s = st.get(n)
-        print("  set %r hosts=%s policy=%s" % (n, ",".join(s["hosts"]), s["policy"]))
-        print("    active:   " + s["active"])
+        print("  set %r hosts=%s policy=%s" % (n, ",".join(s["hosts"]), s["policy"]), file=file)
+        print("    active:   " + s["active"], file=file)
         for i, p in enumerate(s["backups"]):
-            print("    backup %d: %s" % (i, p))
+            print("    backup %d: %s" % (i, p), file=file)
         for p in s["retired"]:
-            print("    retired:  " + p)
+            print("    retired:  " + p, file=file)
         if not s["backups"]:
-            print("    WARNING: no backup pin left; add one (ks.add_backup) or a signed update")
+            print("    WARNING: no backup pin left; add one (ks.add_backup) or a signed update", file=file)
 
 
 def test():
