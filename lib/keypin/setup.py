@@ -114,6 +114,9 @@ def retire(name, pin, force=False):
 
 def show(file=None):
     # file: a stream to print to (default the console)
+    if file is None:
+        import sys
+        file = sys.stdout
     c = _cfg()
     safe = {}
     for k in c:
