@@ -3,9 +3,11 @@ SHELL := /bin/bash
 ROOT := $(CURDIR)
 VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
-ARCH ?= x64
+ARCH ?=
+NARCH := $(or $(ARCH),x64)
+BARCH := $(or $(ARCH),xtensawin)
 KIT := $(ROOT)/build/mpy-kit/micropython
-NATMOD_DIR := $(ROOT)/build/natmod/$(ARCH)
+NATMOD_DIR := $(ROOT)/build/natmod/$(NARCH)
 NATMOD := $(NATMOD_DIR)/keypin_spki.mpy
 PORT ?=
 FIRMWARE ?=
@@ -19,10 +21,10 @@ deps:
 
 # The native SPKI module for ARCH (x64 for the Unix port, xtensawin for ESP32).
 natmod: deps
-	@if [ "$(ARCH)" = xtensawin ] && ! command -v xtensa-esp32-elf-gcc >/dev/null; then \
+	@if [ "$(NARCH)" = xtensawin ] && ! command -v xtensa-esp32-elf-gcc >/dev/null; then \
 	  echo "natmod: xtensa-esp32-elf-gcc not found on PATH; install ESP-IDF (its export.sh puts the Xtensa toolchain on PATH) and run make natmod ARCH=xtensawin again" >&2; exit 1; fi
 	@mkdir -p $(NATMOD_DIR)
-	@$(MAKE) --no-print-directory -s -C firmware/spki MPY_DIR=$(KIT) ARCH=$(ARCH) \
+	@$(MAKE) --no-print-directory -s -C firmware/spki MPY_DIR=$(KIT) ARCH=$(NARCH) \
 	  BUILD=$(NATMOD_DIR)/obj PYTHON=$(PY) Q=@ ECHO=@true >/dev/null
 	@cp firmware/spki/keypin_spki.mpy $(NATMOD) && rm -f firmware/spki/keypin_spki.mpy
 
@@ -35,5 +37,26 @@ demo: natmod
 bench: natmod
 	@$(PY) tools/bench.py
 
+# Parser fuzzing: libFuzzer (ASan+UBSan) then the differential stage. SECONDS=600 for longer.
+SECONDS ?= 60
+fuzz: natmod
+	@bash tools/fuzz.sh $(SECONDS)
+
+# The device image (boot.py, main.py, lib/ as .mpy, native module when built for ARCH).
+IMAGE ?= build/image-$(BARCH)
+CONFIG ?=
+PINS ?=
+build: deps
+	@-$(MAKE) --no-print-directory natmod ARCH=$(BARCH) || echo "build: no native module for $(BARCH) (toolchain missing): the image uses the pure-Python SPKI reference"
+	@$(VENV)/bin/keypin image --out $(IMAGE) --arch $(BARCH) --force $(if $(CONFIG),--config $(CONFIG)) $(if $(PINS),--pins $(PINS))
+
+deploy: build
+	@test -n "$(PORT)" || { echo "deploy: give PORT=/dev/ttyUSB0" >&2; exit 1; }
+	@$(VENV)/bin/keypin deploy --port $(PORT) --image $(IMAGE)
+
+flash: deps
+	@test -n "$(PORT)" -a -n "$(FIRMWARE)" || { echo "flash: give PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-....bin" >&2; exit 1; }
+	@$(VENV)/bin/keypin flash --port $(PORT) --firmware $(FIRMWARE)
+
 clean:
-	rm -rf build/natmod firmware/spki/keypin_spki.mpy
+	rm -rf build/natmod build/image-* firmware/spki/keypin_spki.mpy
