@@ -105,8 +105,17 @@ class Client:
         if self.connected:
             self.c.subscribe(topic)
 
-    def publish(self, topic, msg, retain=False, qos=0):
-        self.c.publish(topic, msg, retain, qos)
+    def publish(self, topic, msg, retain=False, qos=0, tries=3):
+        # on a broken connection: reconnect (with backoff) and publish once more
+        if not self.connected:
+            self.ensure(tries)
+        try:
+            self.c.publish(topic, msg, retain, qos)
+        except OSError as e:
+            self.log("mqtt: publish failed (%s); reconnecting" % e)
+            self.close()
+            self.ensure(tries)
+            self.c.publish(topic, msg, retain, qos)
 
     def check_msg(self):
         return self.c.check_msg()

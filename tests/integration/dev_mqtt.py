@@ -1,0 +1,50 @@
+# Device side of test_mqtt.py.
+#   dev_mqtt.py STORE PORT GEN SCENARIO [FLAGFILE]
+# GEN: legacy (PyPI umqtt.simple 1.3.4) | current (stand-in for micropython-lib >= 1.4)
+# SCENARIO: publish | restart (publish, wait for FLAGFILE, publish again after the broker restart)
+import sys
+import json
+import os
+import time
+import keypin
+from keypin import mqtt
+
+store, port, gen, sc = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+keypin.use_store(store)
+cls = None
+if gen == "current":
+    sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])
+    from umqtt_current import MQTTClient as cls
+out = {"log": []}
+try:
+    c = mqtt.Client(b"kp-dev-" + gen.encode(), "device.example.test", port, user=b"dev", password=b"secret",
+                    addr="127.0.0.1", mqtt_class=cls, log=lambda m: out["log"].append(m))
+    out["legacy"] = c.legacy
+    c.ensure(tries=1)
+    out["verdict"] = c.verdict
+    c.publish(b"keypin/test/" + gen.encode(), b"hello 1")
+    if sc == "restart":
+        flag = sys.argv[5]
+        t = time.time()
+        while time.time() - t < 30:
+            try:
+                os.stat(flag)
+                break
+            except OSError:
+                time.sleep(0.1)
+        for i in range(50):  # drain the dead connection: the EOF surfaces as OSError
+            try:
+                c.check_msg()
+            except OSError:
+                c.close()
+                break
+            time.sleep(0.05)
+        c.publish(b"keypin/test/" + gen.encode(), b"hello 2", tries=6)
+        out["reconnected"] = True
+    c.disconnect()
+    out["ok"] = True
+except Exception as e:
+    out["ok"] = False
+    out["error"] = type(e).__name__
+    out["msg"] = str(e)
+print(json.dumps(out))

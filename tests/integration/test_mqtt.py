@@ -1,0 +1,110 @@
+"""keypin.mqtt in the Unix port against a real mosquitto (TLS + password) on loopback."""
+import json
+import pathlib
+import subprocess
+import time
+
+import pytest
+
+from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.realservers import Mosquitto
+from helpers.servers import TLSServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GENS = ["legacy", "current"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mqtt")
+    ca = CA("MQTT")
+    keys = {n: new_key() for n in ("active", "b0", "evil")}
+    files = {n: ca.write_chain(d, n, k, "device.example.test") for n, k in keys.items()}
+    return {"dir": d, "files": files, "pins": {n: pin(k) for n, k in keys.items()}}
+
+
+@pytest.fixture(scope="module")
+def broker(pki):
+    crt, key = pki["files"]["active"]
+    b = Mosquitto(pki["dir"], str(crt), str(key), users={"dev": "secret"})
+    yield b
+    b.stop()
+
+
+def store(tmp_path, pki):
+    p = pki["pins"]
+    path = tmp_path / "pins.json"
+    path.write_bytes(pin_document({"mq": {"hosts": ["device.example.test"], "active": p["active"],
+                                          "backups": [p["b0"]], "retired": [], "policy": "leaf"}}))
+    return path
+
+
+def dev(st, port, gen, sc="publish", flag=None, background=False):
+    argv = [str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_mqtt.py"), str(st), str(port), gen, sc]
+    if flag:
+        argv.append(str(flag))
+    if background:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_pinned_publish_reaches_subscriber(tmp_path, pki, broker, gen):
+    sub = broker.subscriber(f"keypin/test/{gen}", count=1, timeout=20)
+    r = dev(store(tmp_path, pki), broker.port, gen)
+    assert r["ok"], r
+    assert r["legacy"] == (gen == "legacy") and r["verdict"] == "active"
+    assert sub.result() == [(f"keypin/test/{gen}", b"hello 1")]
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_mitm_gets_no_connect_and_no_password(tmp_path, pki, gen):
+    crt, key = pki["files"]["evil"]
+    with TLSServer(str(crt), str(key)) as rec:
+        r = dev(store(tmp_path, pki), rec.port, gen)
+    assert not r["ok"] and r["error"] == "PinMismatch", r
+    assert rec.accepted == 1 and rec.received == b""  # no CONNECT, no user name, no password
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_rotation_confirmed_after_connack(tmp_path, pki, gen):
+    crt, key = pki["files"]["b0"]
+    b = Mosquitto(tmp_path, str(crt), str(key), users={"dev": "secret"})
+    try:
+        st = store(tmp_path, pki)
+        r = dev(st, b.port, gen)
+    finally:
+        b.stop()
+    assert r["ok"] and r["verdict"] == "rotated", r
+    doc = read_document(st)["sets"]["mq"]
+    assert doc["active"] == pki["pins"]["b0"] and pki["pins"]["active"] in doc["retired"]
+
+
+def test_broker_restart_survived_with_backoff(tmp_path, pki, broker):
+    flag = tmp_path / "restarted"
+    sub1 = broker.subscriber("keypin/test/legacy", count=1, timeout=30)
+    p = dev(store(tmp_path, pki), broker.port, "legacy", "restart", flag, background=True)
+    assert sub1.result() == [("keypin/test/legacy", b"hello 1")]
+    broker.restart()
+    sub2 = broker.subscriber("keypin/test/legacy", count=1, timeout=30)
+    flag.write_text("x")
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 0, out + err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["ok"] and r["reconnected"], r
+    assert sub2.result() == [("keypin/test/legacy", b"hello 2")]
+
+
+def test_backoff_is_exponential_with_jitter():
+    script = ("from keypin.mqtt import backoff\n"
+              "print([backoff(i) for i in range(8)])\n"
+              "print(len(set(backoff(3) for _ in range(50))))\n")
+    p = subprocess.run([str(ROOT / "tools/upy"), "-c", script], capture_output=True, text=True, check=True)
+    vals, distinct = p.stdout.split("\n")[:2]
+    vals = json.loads(vals)
+    for i, v in enumerate(vals):
+        d = min(60, 1 << i) * 1000
+        assert d // 2 <= v <= d, (i, v)
+    assert int(distinct) > 10  # jitter
