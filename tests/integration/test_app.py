@@ -1,0 +1,164 @@
+"""The device application (main.py from a `keypin image`) in the Unix port against real
+nginx (HTTPS) and mosquitto (MQTTS, password file) on loopback."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.realservers import Mosquitto, Nginx
+from helpers.servers import TLSServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HOST = "device.example.test"
+DEV = "dev-42"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("app")
+    ca = CA("App")  # mitm is under the same CA: CA validity buys an attacker nothing
+    keys = {n: new_key() for n in ("active", "b0", "b1", "mitm")}
+    return {"dir": d, "files": {n: ca.write_chain(d, n, k, HOST) for n, k in keys.items()},
+            "pins": {n: pin(k) for n, k in keys.items()}}
+
+
+@pytest.fixture(scope="module")
+def image(pki):
+    """One x64 image built by the CLI; each test copies it (the tested artifact is the deployed one)."""
+    d = pki["dir"]
+    p = pki["pins"]
+    (d / "pins-src.json").write_bytes(pin_document({"fleet": {
+        "hosts": [HOST], "active": p["active"], "backups": [p["b0"], p["b1"]], "retired": [], "policy": "leaf"}}))
+    (d / "config-src.json").write_text(json.dumps({"device_id": DEV}))
+    out = d / "image"
+    r = subprocess.run([str(ROOT / ".venv/bin/keypin"), "image", "--out", str(out), "--arch", "x64",
+                        "--config", str(d / "config-src.json"), "--pins", str(d / "pins-src.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "lib" / "keypin" / "tls.mpy").exists() and (out / "main.py").exists()
+    return out
+
+
+class Servers:
+    def __init__(self, workdir, pki, key="active"):
+        crt, k = pki["files"][key]
+        self.ng = Nginx(workdir, str(crt), str(k))
+        self.mq = Mosquitto(workdir, str(crt), str(k), users={"dev": "secret"})
+        self.pki = pki
+
+    def switch(self, key):
+        crt, k = self.pki["files"][key]
+        self.ng.restart(str(crt), str(k))
+        self.mq.restart(str(crt), str(k))
+
+    def stop(self):
+        self.ng.stop()
+        self.mq.stop()
+
+
+@pytest.fixture
+def servers(tmp_path, pki):
+    s = Servers(tmp_path, pki)
+    yield s
+    s.stop()
+
+
+def device(image, tmp_path, https_port, mqtt_port):
+    d = tmp_path / "device"
+    shutil.copytree(image, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update({"mqtt": {"host": HOST, "port": mqtt_port, "user": "dev", "password": "secret",
+                         "topic_prefix": "keypin", "tries": 2},
+                "https": {"url": f"https://{HOST}:{https_port}/checkin", "interval": 300},
+                "hosts": {HOST: "127.0.0.1"}, "pins": "pins.json", "period": 1})
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def run_cycle(d):
+    env = dict(os.environ, MICROPYPATH=f".frozen:{d}/lib:{ROOT}/build/umqtt-pypi")
+    p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-c",
+                        "exec(open('boot.py').read())\nimport main\nprint('GOOD', main.run(cycles=1))"],
+                       cwd=d, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "boot: Unix port, no Wi-Fi to join" in p.stdout
+    good = int(p.stdout.strip().splitlines()[-1].split()[-1])
+    return good, p.stdout
+
+
+def test_one_cycle_status_and_checkin(image, tmp_path, servers):
+    d = device(image, tmp_path, servers.ng.port, servers.mq.port)
+    sub = servers.mq.subscriber(f"keypin/{DEV}/status", count=1, timeout=30)
+    before = (d / "pins.json").read_bytes()
+    good, out = run_cycle(d)
+    assert good == 1, out
+    (topic, payload), = sub.result()
+    st = json.loads(payload)
+    assert st["device"] == DEV and st["keypin"] and st["firmware"].startswith("micropython")
+    assert st["sets"]["fleet"]["active"] == servers.pki["pins"]["active"] and st["seq"] == 1
+    assert st["rotations"] == 0 and st["last_pin_failure"] is None
+    reqs = [r for r in servers.ng.requests() if "/checkin" in r.get("request", "")]
+    assert reqs and reqs[-1]["status"] == 200 and reqs[-1]["request"].startswith("POST /checkin")
+    assert (d / "pins.json").read_bytes() == before  # no flash write on ordinary connections
+
+
+def test_mitm_refused_and_nothing_sent(image, tmp_path, servers, pki):
+    # real servers with another key under the same CA
+    servers.switch("mitm")
+    d = device(image, tmp_path, servers.ng.port, servers.mq.port)
+    good, out = run_cycle(d)
+    assert good == 0
+    fails = [ln for ln in out.splitlines() if "failed:" in ln]
+    assert any("mqtt connect" in ln and "PinMismatch" in ln for ln in fails), out
+    assert any("https check-in failed: PinMismatch" in ln for ln in fails), out
+    assert not any("/checkin" in r.get("request", "") for r in servers.ng.requests())
+    # recording TLS servers with the mitm key: not one application byte arrives
+    crt, key = pki["files"]["mitm"]
+    with TLSServer(str(crt), str(key)) as rh, TLSServer(str(crt), str(key)) as rm:
+        d2 = device(image, tmp_path / "b", rh.port, rm.port)
+        good, out = run_cycle(d2)
+    assert good == 0
+    assert rh.accepted >= 1 and rm.accepted >= 1, (rh.accepted, rm.accepted)
+    assert rh.received == b"" and rm.received == b""  # no HTTP request, no MQTT CONNECT
+    assert read_document(d2 / "pins.json")["sets"]["fleet"]["active"] == pki["pins"]["active"]
+
+
+def test_key_switch_rotates_persists_and_refuses_old(image, tmp_path, servers, pki):
+    p = pki["pins"]
+    d = device(image, tmp_path, servers.ng.port, servers.mq.port)
+    servers.switch("b0")
+    good, out = run_cycle(d)
+    assert good == 1, out
+    assert "keypin: rotated set 'fleet'" in out
+    doc = read_document(d / "pins.json")["sets"]["fleet"]
+    assert doc["active"] == p["b0"] and doc["backups"] == [p["b1"]] and doc["retired"] == [p["active"]]
+    # a restarted device process keeps the new key, with no further write
+    before = (d / "pins.json").read_bytes()
+    # status is retained: the first message is the previous run's, the second this run's
+    sub = servers.mq.subscriber(f"keypin/{DEV}/status", count=2, timeout=30)
+    good, out = run_cycle(d)
+    assert good == 1 and "rotated" not in out
+    msgs = sub.result()
+    assert json.loads(msgs[0][1])["rotations"] == 1
+    st = json.loads(msgs[1][1])
+    assert st["sets"]["fleet"]["active"] == p["b0"] and st["rotations"] == 0
+    assert (d / "pins.json").read_bytes() == before
+    # the old key is refused from now on, even with a CA-valid certificate
+    servers.switch("active")
+    good, out = run_cycle(d)
+    assert good == 0 and "retired key" in out
+    assert read_document(d / "pins.json")["sets"]["fleet"]["active"] == p["b0"]
+
+
+def test_repl_test_reports_verdicts(image, tmp_path, servers):
+    d = device(image, tmp_path, servers.ng.port, servers.mq.port)
+    env = dict(os.environ, MICROPYPATH=f".frozen:{d}/lib")
+    p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-c",
+                        "import keypin.setup as ks\nprint('RESULT', ks.test())"],
+                       cwd=d, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("OK, key is the active pin") == 2 and "RESULT True" in p.stdout
