@@ -12,11 +12,7 @@ import sys
 from .errors import CommandError
 from .util import progress
 
-DEVICE_PINS = "pins.json"
 DEVICE_CONFIG = "config.json"
-# the device store keeps the previous generation and a half-written next one next to pins.json;
-# a higher seq in either would win over a freshly provisioned file, so provisioning removes them
-PINS_SIDE_FILES = (DEVICE_PINS + ".old", DEVICE_PINS + ".new")
 STATUS_CODE = "import keypin.setup as ks; ks.show()"
 _MARK = "KPH"
 
@@ -91,11 +87,11 @@ def compare(expected: dict[str, str], actual: dict[str, str | None]) -> list[str
     problems = []
     for path, want in sorted(expected.items()):
         if path not in actual:
-            problems.append("%s: no answer from the board" % path)
+            problems.append(f"{path}: no answer from the board")
         elif actual[path] is None:
-            problems.append("%s: missing on the board" % path)
+            problems.append(f"{path}: missing on the board")
         elif actual[path] != want:
-            problems.append("%s: SHA-256 on the board %s, expected %s" % (path, actual[path], want))
+            problems.append(f"{path}: SHA-256 on the board {actual[path]}, expected {want}")
     return problems
 
 
@@ -137,18 +133,19 @@ def run_mpremote(argv: list[str], what: str, capture: bool = False) -> str:
     """The only part that needs a board."""
     progress(what)
     try:
-        r = subprocess.run(argv, capture_output=capture, text=True, timeout=300)
+        r = subprocess.run(argv, capture_output=capture, text=True, timeout=300, check=False)
     except subprocess.TimeoutExpired:
-        raise CommandError("mpremote timed out (%s)" % what) from None
+        raise CommandError(f"mpremote timed out ({what})") from None
     if r.returncode != 0:
         detail = ((r.stderr or "") + (r.stdout or "")).strip() if capture else ""
-        raise CommandError("mpremote failed (%s)%s" % (what, (": " + detail) if detail else ""))
+        tail = (": " + detail) if detail else ""
+        raise CommandError(f"mpremote failed ({what}){tail}")
     return r.stdout if capture else ""
 
 
 def remote_hashes(port: str, paths: list[str]) -> dict[str, str | None]:
-    out = run_mpremote(exec_command(port, remote_hash_snippet(paths)), "reading SHA-256 of %d files"
-                       % len(paths), capture=True)
+    out = run_mpremote(exec_command(port, remote_hash_snippet(paths)), f"reading SHA-256 of {len(paths)} files",
+                       capture=True)
     return parse_remote_hashes(out)
 
 
@@ -160,7 +157,7 @@ def push_and_verify(port: str, files: list[tuple[str, str, str]], remove: list[s
     if remove:
         run_mpremote(exec_command(port, remove_snippet(list(remove))), "removing stale files")
     if files:
-        run_mpremote(copy_command(port, [(local, d) for local, d, _ in files]), "copying %d files" % len(files))
+        run_mpremote(copy_command(port, [(local, d) for local, d, _ in files]), f"copying {len(files)} files")
     expected = {d: h for _, d, h in files}
     problems = compare(expected, remote_hashes(port, sorted(expected)))
     if problems:

@@ -25,7 +25,7 @@ def describe_chain(certs: list[bytes]) -> list[ChainEntry]:
         try:
             pin = pin_of_spki(cert_spki(der))
         except DerError as e:
-            pin = "(malformed certificate: %s)" % e
+            pin = f"(malformed certificate: {e})"
         try:
             subject = name_text(x509.load_der_x509_certificate(der).subject)
         except ValueError:
@@ -45,7 +45,7 @@ class Decision:
 def decide(chain: list[ChainEntry], pinset: dict) -> Decision:
     """policy leaf: the depth-0 key decides. policy any: any presented certificate's key;
     a retired key anywhere in scope fails, then the active pin, then the first matching backup."""
-    scope = chain[:1] if pinset.get("policy", "leaf") == "leaf" else chain
+    scope = chain[:1] if pinset["policy"] == "leaf" else chain
     for e in scope:
         if e.pin in pinset["retired"]:
             return Decision(RETIRED, pin=e.pin, depth=e.depth)
@@ -61,14 +61,20 @@ def decide(chain: list[ChainEntry], pinset: dict) -> Decision:
     return best or Decision(UNKNOWN)
 
 
-def failure_report(chain: list[ChainEntry], host: str, set_name: str, pinset: dict) -> str:
-    lines = ["Certificate pinning failure!", "  Peer certificate chain:"]
+WHY = {UNKNOWN: "unknown key", RETIRED: "retired key"}
+
+
+def failure_report(chain: list[ChainEntry], host: str, port: int, set_name: str, pinset: dict,
+                   outcome: str = UNKNOWN) -> str:
+    """Same shape as the device library's PinMismatch text (keypin.tls.mismatch)."""
+    lines = [f"Certificate pinning failure! ({WHY.get(outcome, outcome)})",
+             f"  Peer certificate chain for {host}:{port}:"]
     for e in chain:
-        lines.append("    depth %d: %s %s" % (e.depth, e.pin, e.subject))
-    lines.append("  Pinned certificates for %s (set %s):" % (host, set_name))
-    lines.append("    active: %s" % pinset["active"])
+        lines.append(f"    depth {e.depth}: {e.pin} {e.subject}")
+    lines.append(f"  Pinned certificates for {host} (set {set_name}, policy {pinset['policy']}):")
+    lines.append("    active: " + pinset["active"])
     for i, p in enumerate(pinset["backups"], 1):
-        lines.append("    backup %d: %s" % (i, p))
+        lines.append(f"    backup {i}: {p}")
     for p in pinset["retired"]:
-        lines.append("    retired: %s" % p)
+        lines.append("    retired: " + p)
     return "\n".join(lines)

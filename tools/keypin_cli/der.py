@@ -19,7 +19,7 @@ def _tlv(b: bytes, pos: int, end: int, want: int | None) -> tuple[int, int, int]
     if tag & 0x1F == 0x1F:
         raise DerError("multi-byte tag")
     if want is not None and tag != want:
-        raise DerError("unexpected tag 0x%02x (want 0x%02x)" % (tag, want))
+        raise DerError(f"unexpected tag 0x{tag:02x} (want 0x{want:02x})")
     if pos >= end:
         raise DerError("truncated")
     ln = b[pos]
@@ -54,7 +54,7 @@ def cert_spki(der: bytes) -> bytes:
     p = _tlv(der, p, te, 0x02)[2]  # serialNumber
     for _ in range(4):  # signature, issuer, validity, subject
         p = _tlv(der, p, te, 0x30)[2]
-    _, ks, ke = _tlv(der, p, te, 0x30)
+    _, _ks, ke = _tlv(der, p, te, 0x30)
     return der[p:ke]
 
 
@@ -66,5 +66,5 @@ def csr_spki(der: bytes) -> bytes:
     _, ts, te = _tlv(der, cs, ce, 0x30)  # certificationRequestInfo
     p = _tlv(der, ts, te, 0x02)[2]  # version
     p = _tlv(der, p, te, 0x30)[2]  # subject
-    _, ks, ke = _tlv(der, p, te, 0x30)
+    _, _ks, ke = _tlv(der, p, te, 0x30)
     return der[p:ke]

@@ -29,8 +29,8 @@ def offset_for(chip: str) -> int:
     try:
         return OFFSETS[chip]
     except KeyError:
-        raise CommandError("no known firmware offset for chip %r (known: %s); give --offset"
-                           % (chip, ", ".join(sorted(OFFSETS)))) from None
+        known = ", ".join(sorted(OFFSETS))
+        raise CommandError(f"no known firmware offset for chip {chip!r} (known: {known}); give --offset") from None
 
 
 def image_chip(data: bytes) -> str | None:
@@ -61,7 +61,7 @@ def flash_commands(port: str, chip: str, firmware: str, offset: int, baud: int |
     cmds = []
     if erase:
         cmds.append(esptool_base(port, chip) + ["erase-flash"])
-    cmds.append(esptool_base(port, chip, baud) + ["write-flash", "0x%x" % offset, firmware])
+    cmds.append(esptool_base(port, chip, baud) + ["write-flash", f"0x{offset:x}", firmware])
     return cmds
 
 
@@ -70,26 +70,26 @@ def plan(firmware: Path, chip: str, offset: int | None) -> tuple[str, int, str |
     try:
         data = firmware.read_bytes()[:64]
     except OSError as e:
-        raise CommandError("cannot read %s: %s" % (firmware, e.strerror or e)) from None
+        raise CommandError(f"cannot read {firmware}: {e.strerror or e}") from None
     built_for = image_chip(data)
     if built_for and built_for != chip:
-        raise CommandError("%s is built for %s but the board is %s" % (firmware, built_for, chip))
+        raise CommandError(f"{firmware} is built for {built_for} but the board is {chip}")
     return chip, (offset if offset is not None else offset_for(chip)), built_for
 
 
 def detect_chip(port: str) -> str:
     """Needs a board: ask the ROM bootloader which chip this is."""
-    progress("detecting the chip on %s ..." % port)
+    progress(f"detecting the chip on {port} ...")
     try:
         from esptool.cmds import detect_chip as _detect
 
         with _detect(port) as esp:
             return chip_key(esp.CHIP_NAME)
-    except Exception as e:  # esptool raises FatalError, serial errors, OSError
-        raise CommandError("cannot detect the chip on %s: %s" % (port, e)) from None
+    except Exception as e:  # noqa: BLE001 -- esptool raises FatalError, serial errors, OSError
+        raise CommandError(f"cannot detect the chip on {port}: {e}") from None
 
 
 def run_esptool(argv: list[str]) -> None:
-    r = subprocess.run(argv)
+    r = subprocess.run(argv, check=False)
     if r.returncode != 0:
-        raise CommandError("esptool failed (exit status %d): %s" % (r.returncode, " ".join(argv[3:])))
+        raise CommandError(f"esptool failed (exit status {r.returncode}): {' '.join(argv[3:])}")

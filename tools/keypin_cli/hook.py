@@ -20,12 +20,12 @@ def lineage_cert(cert_arg: str | None, env: dict | None = None) -> Path:
     env = os.environ if env is None else env
     lineage = env.get(LINEAGE_ENV)
     if not lineage:
-        raise CommandError("%s is not set: run me as certbot --deploy-hook, or give --cert FILE" % LINEAGE_ENV)
+        raise CommandError(f"{LINEAGE_ENV} is not set: run me as certbot --deploy-hook, or give --cert FILE")
     for name in ("cert.pem", "fullchain.pem"):
         p = Path(lineage) / name
         if p.is_file():
             return p
-    raise CommandError("no cert.pem or fullchain.pem in %s=%s" % (LINEAGE_ENV, lineage))
+    raise CommandError(f"no cert.pem or fullchain.pem in {LINEAGE_ENV}={lineage}")
 
 
 def cert_names(cert: x509.Certificate) -> list[str]:
@@ -65,16 +65,17 @@ def judge(pin: str, sets: list[tuple[str, dict]]) -> Verdict:
     ok, lines = True, []
     for name, s in sets:
         if pin == s["active"]:
-            lines.append("set %s: the certificate keeps the active key %s" % (name, pin))
+            lines.append(f"set {name}: the certificate keeps the active key {pin}")
         elif pin in s["backups"]:
             k = s["backups"].index(pin) + 1
-            lines.append("set %s: the certificate uses backup %d %s: devices will move to it and retire the "
-                         "old active key" % (name, k, pin))
+            lines.append(f"set {name}: the certificate uses backup {k} {pin}: devices will move to it and "
+                         "retire the old active key")
         elif pin in s["retired"]:
             ok = False
-            lines.append("set %s: the certificate's key %s is RETIRED: devices will refuse it" % (name, pin))
+            lines.append(f"set {name}: the certificate's key {pin} is RETIRED: devices will refuse it")
         else:
             ok = False
-            lines.append("set %s: the certificate's key %s is not pinned (active %s, backups: %s)"
-                         % (name, pin, s["active"], ", ".join(s["backups"]) or "none"))
+            backups = ", ".join(s["backups"]) or "none"
+            lines.append(f"set {name}: the certificate's key {pin} is not pinned (active {s['active']}, "
+                         f"backups: {backups})")
     return Verdict(ok, lines)

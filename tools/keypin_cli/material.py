@@ -16,7 +16,7 @@ from .pins import pin_of_spki
 
 PASSPHRASE_ENV = "KEYPIN_PASSPHRASE"
 
-_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_LABELS = {"CERTIFICATE", "X509 CERTIFICATE"}
 _CSR_LABELS = {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"}
 _PUB_LABELS = {"PUBLIC KEY", "RSA PUBLIC KEY"}
@@ -39,7 +39,7 @@ class Item:
 
 def key_kind(key) -> str:
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
-        return "RSA-%d" % key.key_size
+        return f"RSA-{key.key_size}"
     if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
         names = {"secp256r1": "EC P-256", "secp384r1": "EC P-384", "secp521r1": "EC P-521"}
         return names.get(key.curve.name, "EC " + key.curve.name)
@@ -48,7 +48,7 @@ def key_kind(key) -> str:
     if isinstance(key, (ed448.Ed448PublicKey, ed448.Ed448PrivateKey)):
         return "Ed448"
     if isinstance(key, (dsa.DSAPublicKey, dsa.DSAPrivateKey)):
-        return "DSA-%d" % key.key_size
+        return f"DSA-{key.key_size}"
     return type(key).__name__
 
 
@@ -74,17 +74,16 @@ def _private(loader, data: bytes, password: bytes | None, where: str):
     except TypeError as e:
         msg = str(e)
         if "encrypted" in msg and password is None:
-            raise CommandError("%s: the private key is encrypted: give --passphrase or set %s"
-                               % (where, PASSPHRASE_ENV)) from None
+            raise CommandError(f"{where}: the private key is encrypted: give --passphrase or set {PASSPHRASE_ENV}") from None
         if "not encrypted" in msg:
             return loader(data, password=None)
-        raise CommandError("%s: %s" % (where, msg)) from None
+        raise CommandError(f"{where}: {msg}") from None
     except ValueError as e:
         if password is not None and ("decrypt" in str(e).lower() or "password" in str(e).lower()):
-            raise CommandError("%s: wrong passphrase for the encrypted private key" % where) from None
-        raise CommandError("%s: cannot read the private key: %s" % (where, e)) from None
+            raise CommandError(f"{where}: wrong passphrase for the encrypted private key") from None
+        raise CommandError(f"{where}: cannot read the private key: {e}") from None
     except UnsupportedAlgorithm as e:
-        raise CommandError("%s: unsupported key: %s" % (where, e)) from None
+        raise CommandError(f"{where}: unsupported key: {e}") from None
 
 
 def _cert_item(cert: x509.Certificate) -> Item:
@@ -123,14 +122,14 @@ def _pem_block(label: str, block: bytes, password: bytes | None, where: str) -> 
         if label in _PUB_LABELS:
             return _pub_item(serialization.load_pem_public_key(block))
     except (ValueError, UnsupportedAlgorithm) as e:
-        raise CommandError("%s: bad %s: %s" % (where, label, e)) from None
+        raise CommandError(f"{where}: bad {label}: {e}") from None
     if label in _PRIV_LABELS:
         return _priv_item(_private(serialization.load_pem_private_key, block, password, where))
     if label == "OPENSSH PRIVATE KEY":
         return _priv_item(_private(serialization.load_ssh_private_key, block, password, where))
     if label in _IGNORED_LABELS:
         return None
-    raise CommandError("%s: unsupported PEM block %r" % (where, label))
+    raise CommandError(f"{where}: unsupported PEM block {label!r}")
 
 
 def _der(data: bytes, password: bytes | None, where: str) -> Item:
@@ -145,18 +144,17 @@ def _der(data: bytes, password: bytes | None, where: str) -> Item:
         key = serialization.load_der_private_key(data, password=password)
     except TypeError as e:
         if "encrypted" in str(e) and password is None:
-            raise CommandError("%s: the private key is encrypted: give --passphrase or set %s"
-                               % (where, PASSPHRASE_ENV)) from None
+            raise CommandError(f"{where}: the private key is encrypted: give --passphrase or set {PASSPHRASE_ENV}") from None
         if "not encrypted" in str(e):
             return _priv_item(serialization.load_der_private_key(data, password=None))
-        raise CommandError("%s: %s" % (where, e)) from None
+        raise CommandError(f"{where}: {e}") from None
     except ValueError as e:
         if password is not None and "decrypt" in str(e).lower():
-            raise CommandError("%s: wrong passphrase for the encrypted private key" % where) from None
-        raise CommandError("%s: not a certificate, chain, public key, private key or CSR "
-                           "(PEM or DER)" % where) from None
+            raise CommandError(f"{where}: wrong passphrase for the encrypted private key") from None
+        raise CommandError(f"{where}: not a certificate, chain, public key, private key or CSR "
+                           "(PEM or DER)") from None
     except UnsupportedAlgorithm as e:
-        raise CommandError("%s: unsupported key: %s" % (where, e)) from None
+        raise CommandError(f"{where}: unsupported key: {e}") from None
     return _priv_item(key)
 
 
@@ -170,10 +168,10 @@ def load_items(data: bytes, where: str, password: bytes | None = None) -> list[I
             if item is not None:
                 items.append(item)
         if not items:
-            raise CommandError("%s: no certificate, key or CSR in this PEM file" % where)
+            raise CommandError(f"{where}: no certificate, key or CSR in this PEM file")
         return items
     if not data.strip():
-        raise CommandError("%s: empty input" % where)
+        raise CommandError(f"{where}: empty input")
     return [_der(data, password, where)]
 
 
@@ -182,7 +180,7 @@ def load_one(data: bytes, where: str, password: bytes | None = None) -> Item:
     items = load_items(data, where, password)
     pins = {i.pin for i in items}
     if len(pins) != 1:
-        raise CommandError("%s holds %d different keys; give a file with exactly one" % (where, len(pins)))
+        raise CommandError(f"{where} holds {len(pins)} different keys; give a file with exactly one")
     return items[0]
 
 
@@ -190,4 +188,4 @@ def load_private_key(data: bytes, where: str, password: bytes | None = None):
     for item in load_items(data, where, password):
         if item.private_key is not None:
             return item.private_key
-    raise CommandError("%s: no private key in this file" % where)
+    raise CommandError(f"{where}: no private key in this file")

@@ -32,19 +32,19 @@ def _int(v: object) -> bool:
 
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise DocError("bad set name %r: 1..32 characters of [A-Za-z0-9_.-]" % (name,))
+        raise DocError(f"bad set name {name!r}: 1..32 characters of [A-Za-z0-9_.-]")
     return name
 
 
 def check_host(host: object) -> str:
     if not isinstance(host, str) or not host:
-        raise DocError("bad host %r" % (host,))
+        raise DocError(f"bad host {host!r}")
     if is_ip(host):
         return host
     if host != host.lower():
-        raise DocError("bad host %r: host names are lower case" % host)
+        raise DocError(f"bad host {host!r}: host names are lower case")
     if not _HOSTNAME.match(host):
-        raise DocError("bad host %r: not a host name or IP literal" % host)
+        raise DocError(f"bad host {host!r}: not a host name or IP literal")
     return host
 
 
@@ -59,50 +59,54 @@ def _check_signer(signer: object) -> None:
     if signer is None:
         return
     if not isinstance(signer, str) or not signer.startswith("ed25519/"):
-        raise DocError('bad signer %r: null or "ed25519/<base64 of 32 bytes>"' % (signer,))
+        raise DocError(f'bad signer {signer!r}: null or "ed25519/<base64 of 32 bytes>"')
     try:
         raw = base64.b64decode(signer[8:], validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32 or base64.b64encode(raw).decode() != signer[8:]:
-        raise DocError("bad signer %r: not a canonical base64 32-byte Ed25519 key" % signer)
+        raise DocError(f"bad signer {signer!r}: not a canonical base64 32-byte Ed25519 key")
 
 
 def check_set(name: str, s: object) -> None:
     check_name(name)
     if not isinstance(s, dict):
-        raise DocError("set %s: not a JSON object" % name)
+        raise DocError(f"set {name}: not a JSON object")
     for k in s:
         if k not in _SET_KEYS:
-            raise DocError("set %s: unknown field %r" % (name, k))
+            raise DocError(f"set {name}: unknown field {k!r}")
     for k in ("hosts", "active", "backups", "retired"):
         if k not in s:
-            raise DocError("set %s: missing %r" % (name, k))
+            raise DocError(f"set {name}: missing {k!r}")
     hosts = s["hosts"]
     if not isinstance(hosts, list) or not hosts:
-        raise DocError("set %s: hosts must be a non-empty list" % name)
+        raise DocError(f"set {name}: hosts must be a non-empty list")
     for h in hosts:
         try:
             check_host(h)
         except DocError as e:
-            raise DocError("set %s: %s" % (name, e)) from None
+            raise DocError(f"set {name}: {e}") from None
     if len(set(hosts)) != len(hosts):
-        raise DocError("set %s: a host is listed twice" % name)
+        raise DocError(f"set {name}: a host is listed twice")
     for k in ("backups", "retired"):
         if not isinstance(s[k], list):
-            raise DocError("set %s: %s must be a list" % (name, k))
+            raise DocError(f"set {name}: {k} must be a list")
     pins = [s["active"]] + s["backups"] + s["retired"]
     for p in pins:
         try:
             parse_pin(p)
         except CommandError as e:
-            raise DocError("set %s: %s" % (name, e)) from None
+            raise DocError(f"set {name}: {e}") from None
     if len(set(pins)) != len(pins):
-        raise DocError("set %s: a pin appears twice across active, backups and retired" % name)
-    if s.get("policy", "leaf") not in POLICIES:
-        raise DocError("set %s: policy must be \"leaf\" or \"any\", not %r" % (name, s.get("policy")))
+        raise DocError(f"set {name}: a pin appears twice across active, backups and retired")
+    if "policy" not in s:
+        raise DocError(f"set {name}: missing 'policy' (\"leaf\" or \"any\")")
+    if s["policy"] not in POLICIES:
+        raise DocError(f"set {name}: policy must be \"leaf\" or \"any\", not {s['policy']!r}")
     if "allow_no_backup" in s and not isinstance(s["allow_no_backup"], bool):
-        raise DocError("set %s: allow_no_backup must be true or false" % name)
+        raise DocError(f"set {name}: allow_no_backup must be true or false")
+    if not s["backups"] and not s.get("allow_no_backup"):
+        raise DocError(f"set {name}: no backup pin and no \"allow_no_backup\": true (the device refuses this)")
 
 
 def check_doc(doc: object) -> None:
@@ -110,12 +114,12 @@ def check_doc(doc: object) -> None:
         raise DocError("line 1 is not a JSON object")
     for k in doc:
         if k not in _TOP_KEYS:
-            raise DocError("unknown field %r" % k)
+            raise DocError(f"unknown field {k!r}")
     for k in _TOP_KEYS:
         if k not in doc:
-            raise DocError("missing field %r" % k)
+            raise DocError(f"missing field {k!r}")
     if doc["format"] != FORMAT:
-        raise DocError("format is %r, want %r" % (doc["format"], FORMAT))
+        raise DocError(f"format is {doc['format']!r}, want {FORMAT!r}")
     if not _int(doc["seq"]):
         raise DocError("seq must be an integer >= 0")
     if not _int(doc["version"]):
@@ -129,7 +133,7 @@ def check_doc(doc: object) -> None:
         check_set(name, s)
         for h in s["hosts"]:
             if h in owner:
-                raise DocError("host %s is in two sets: %s and %s" % (h, owner[h], name))
+                raise DocError(f"host {h} is in two sets: {owner[h]} and {name}")
             owner[h] = name
 
 
@@ -138,31 +142,32 @@ def new_doc() -> dict:
 
 
 def parse(data: bytes, where: str = "pin document") -> dict:
-    """Parse and validate the two-line document (a trailing newline after line 2 is allowed)."""
+    """Parse and validate the two-line document (line 2 ends with a newline, as the device requires)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DocError("%s: not UTF-8 text (corrupt?)" % where) from None
+        raise DocError(f"{where}: not UTF-8 text (corrupt?)") from None
     lines = text.split("\n")
-    if lines and lines[-1] == "":
+    if len(lines) == 3 and lines[2] == "":
         lines.pop()
+    elif len(lines) == 2 and lines[1].startswith("sha256:"):
+        raise DocError(f"{where}: corrupt: line 2 must end with a newline (torn write?)")
     if len(lines) != 2:
-        raise DocError("%s: corrupt: want 2 lines (JSON, then sha256:<hex>), found %d" % (where, len(lines)))
+        raise DocError(f"{where}: corrupt: want 2 lines (JSON, then sha256:<hex>), found {len(lines)}")
     line1, line2 = lines
     want = "sha256:" + hashlib.sha256(line1.encode("utf-8")).hexdigest()
     if not re.fullmatch(r"sha256:[0-9a-f]{64}", line2):
-        raise DocError("%s: corrupt: line 2 must be sha256:<64 lowercase hex digits>" % where)
+        raise DocError(f"{where}: corrupt: line 2 must be sha256:<64 lowercase hex digits>")
     if line2 != want:
-        raise DocError("%s: corrupt: the checksum on line 2 does not match line 1 (torn or edited file?)"
-                       % where)
+        raise DocError(f"{where}: corrupt: the checksum on line 2 does not match line 1 (torn or edited file?)")
     try:
         doc = json.loads(line1)
     except ValueError as e:
-        raise DocError("%s: corrupt: line 1 is not JSON: %s" % (where, e)) from None
+        raise DocError(f"{where}: corrupt: line 1 is not JSON: {e}") from None
     try:
         check_doc(doc)
     except DocError as e:
-        raise DocError("%s: %s" % (where, e)) from None
+        raise DocError(f"{where}: {e}") from None
     return doc
 
 
@@ -171,7 +176,7 @@ def serialize(doc: dict) -> bytes:
     sets = {}
     for name, s in doc["sets"].items():
         out = {"hosts": s["hosts"], "active": s["active"], "backups": s["backups"],
-               "retired": s["retired"], "policy": s.get("policy", "leaf")}
+               "retired": s["retired"], "policy": s["policy"]}
         if s.get("allow_no_backup"):
             out["allow_no_backup"] = True
         sets[name] = out
@@ -187,10 +192,9 @@ def load(path: str) -> dict:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise DocError("%s: no such pin document (create one with: keypin pinset new --file %s ...)"
-                       % (path, path)) from None
+        raise DocError(f"{path}: no such pin document (create one with: keypin pinset new --file {path} ...)") from None
     except OSError as e:
-        raise DocError("cannot read %s: %s" % (path, e.strerror or e)) from None
+        raise DocError(f"cannot read {path}: {e.strerror or e}") from None
     return parse(data, path)
 
 
@@ -213,7 +217,7 @@ def get_set(doc: dict, name: str) -> dict:
         return doc["sets"][name]
     except KeyError:
         have = ", ".join(sorted(doc["sets"])) or "none"
-        raise CommandError("no set %r in the pin document (sets: %s)" % (name, have)) from None
+        raise CommandError(f"no set {name!r} in the pin document (sets: {have})") from None
 
 
 def all_pins(s: dict) -> list[str]:
@@ -224,6 +228,6 @@ def warnings_for(doc: dict) -> list[str]:
     out = []
     for name, s in doc["sets"].items():
         if not s["backups"]:
-            out.append("set %s has no backup pin: if its key is lost or compromised the devices cannot "
-                       "follow (keypin pinset add-backup --set %s ...)" % (name, name))
+            out.append(f"set {name} has no backup pin: if its key is lost or compromised the devices cannot "
+                       f"follow (keypin pinset add-backup --set {name} ...)")
     return out

@@ -25,18 +25,18 @@ def pin_of_spki(spki_der: bytes) -> str:
 def parse_pin(text: object) -> bytes:
     """Strict: ``sha256/`` + 44 base64 characters, decoding to 32 bytes, canonical (zero pad bits)."""
     if not isinstance(text, str):
-        raise CommandError("bad pin %r: not a string" % (text,))
+        raise CommandError(f"bad pin {text!r}: not a string")
     if not text.startswith(PREFIX):
-        raise CommandError("bad pin %r: must start with sha256/" % text)
+        raise CommandError(f"bad pin {text!r}: must start with sha256/")
     body = text[len(PREFIX):]
     if len(body) != 44 or not _B64.match(body):
-        raise CommandError("bad pin %r: want sha256/ + 44 base64 characters (43 + '=')" % text)
+        raise CommandError(f"bad pin {text!r}: want sha256/ + 44 base64 characters (43 + '=')")
     try:
         d = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
-        raise CommandError("bad pin %r: not base64" % text) from None
+        raise CommandError(f"bad pin {text!r}: not base64") from None
     if len(d) != 32 or format_pin(d) != text:
-        raise CommandError("bad pin %r: not a canonical 32-byte base64 digest" % text)
+        raise CommandError(f"bad pin {text!r}: not a canonical 32-byte base64 digest")
     return d
 
 

@@ -44,16 +44,16 @@ def fetch_chain(host: str, port: int, sni: str | None = None, timeout: float = 1
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # reading pins, not trusting: verification is not the point here
-    progress("connecting to %s:%d ..." % (host, port))
+    progress(f"connecting to {host}:{port} ...")
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
-        raise CommandError("cannot connect to %s:%d: %s" % (host, port, e.strerror or e)) from None
+        raise CommandError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
     try:
         try:
             tls = ctx.wrap_socket(raw, server_hostname=server_name)
         except (ssl.SSLError, OSError) as e:
-            raise CommandError("TLS handshake with %s:%d failed: %s" % (host, port, e)) from None
+            raise CommandError(f"TLS handshake with {host}:{port} failed: {e}") from None
         try:
             certs, complete = _chain_from(tls)
             version, cipher = tls.version() or "", (tls.cipher() or ("",))[0]
@@ -65,7 +65,7 @@ def fetch_chain(host: str, port: int, sni: str | None = None, timeout: float = 1
     finally:
         raw.close()
     if not certs:
-        raise CommandError("%s:%d presented no certificate" % (host, port))
+        raise CommandError(f"{host}:{port} presented no certificate")
     ch = Chain(certs, complete, version, cipher)
     if not complete:
         ch.notes.append("this Python cannot read the whole presented chain: showing the leaf only")

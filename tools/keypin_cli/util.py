@@ -47,7 +47,7 @@ def read_input(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise CommandError("cannot read %s: %s" % (path, e.strerror or e)) from None
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def is_ip(host: str) -> bool:
@@ -64,18 +64,18 @@ def parse_hostport(text: str, default_port: int = 443) -> tuple[str, int]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise CommandError("bad address %r: missing ]" % text)
+            raise CommandError(f"bad address {text!r}: missing ]")
         host, rest = text[1:end], text[end + 1:]
         if rest:
             if not rest.startswith(":"):
-                raise CommandError("bad address %r" % text)
+                raise CommandError(f"bad address {text!r}")
             port = rest[1:]
     elif text.count(":") == 1:
         host, port = text.split(":")
     if not host:
-        raise CommandError("bad address %r: no host" % text)
+        raise CommandError(f"bad address {text!r}: no host")
     if port is None:
         return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise CommandError("bad port in %r" % text)
+        raise CommandError(f"bad port in {text!r}")
     return host, int(port)
