@@ -1,0 +1,244 @@
+"""deploy / provision / status / flash without hardware: the pure parts, and the flows against a fake
+board whose filesystem is a directory and whose interpreter is the MicroPython Unix port."""
+import ast
+import hashlib
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from keypin_cli import board, cli, flash, image
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_remote_hash_snippet_runs_in_micropython_and_matches_manifest(kp, tmp_path, upy):
+    out = tmp_path / "img"
+    assert kp("image", "--out", out, "--arch", "x64").rc == 0
+    entries = image.read_manifest(out)
+    paths = [p for p, _ in entries] + ["no/such/file.mpy"]
+    script = tmp_path / "snippet.py"
+    script.write_text(board.remote_hash_snippet(paths))
+    r = upy([str(script)], cwd=out, path=".frozen")
+    assert r.returncode == 0, r.stderr
+    got = board.parse_remote_hashes(r.stdout)
+    assert got == {**dict(entries), "no/such/file.mpy": None}
+    assert board.compare(dict(entries), got) == []
+
+
+def test_compare_reports_every_problem():
+    want = {"/a": "1" * 64, "/b": "2" * 64, "/c": "3" * 64, "/d": "4" * 64}
+    have = {"/a": "1" * 64, "/b": "f" * 64, "/c": None}
+    assert board.compare(want, have) == [
+        f"/b: SHA-256 on the board {'f' * 64}, expected {'2' * 64}",
+        "/c: missing on the board",
+        "/d: no answer from the board",
+    ]
+    assert board.parse_remote_hashes("noise\nKPH - /x\nKPH abc /y z\n>>> \n") == {"/x": None, "/y z": "abc"}
+
+
+def test_paths_and_mpremote_command_lines():
+    assert board.device_path("lib/keypin/a.mpy") == "/lib/keypin/a.mpy"
+    assert board.parent_dirs(["/lib/keypin/a.mpy", "/lib/b.mpy", "/main.py", "/x/y/z/f"]) == [
+        "/lib", "/x", "/lib/keypin", "/x/y", "/x/y/z"]
+    assert board.shadowing_sources(["/lib/keypin/a.mpy", "/main.py"]) == ["/lib/keypin/a.py"]
+    base = [sys.executable, "-m", "mpremote", "connect", "/dev/ttyUSB0"]
+    assert board.copy_command("/dev/ttyUSB0", [("img/main.py", "/main.py"), ("img/lib/a.mpy", "/lib/a.mpy")]) == (
+        base + ["fs", "cp", "img/main.py", ":/main.py", "+", "fs", "cp", "img/lib/a.mpy", ":/lib/a.mpy"])
+    assert board.exec_command("/dev/ttyUSB0", "print(1)") == base + ["exec", "print(1)"]
+    assert board.STATUS_CODE == "import keypin.setup as ks; ks.show()"
+    for snippet in (board.mkdir_snippet(["/lib"]), board.remove_snippet(["/x"]), board.remote_hash_snippet(["/a"])):
+        compile(snippet, "snippet", "exec")  # valid Python (and MicroPython: see the test above)
+
+
+class FakeBoard:
+    """Stands in for run_mpremote: the board's filesystem is `root`; exec snippets run in MicroPython."""
+
+    def __init__(self, root, upy):
+        self.root, self.upy, self.calls = root, upy, []
+
+    def _run_snippet(self, code):
+        m = re.search(r"^for _\w+ in (\[.*\]):$", code, re.MULTILINE)
+        paths = ast.literal_eval(m.group(1))
+        local = [str(self.root) + p for p in paths]
+        code = code.replace(m.group(1), repr(local))
+        r = self.upy(["-c", code], cwd=self.root, path=".frozen")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.replace(str(self.root) + "/", "/")
+
+    def __call__(self, argv, what, capture=False):
+        assert argv[:5] == [sys.executable, "-m", "mpremote", "connect", "/dev/fake"]
+        rest = argv[5:]
+        self.calls.append(rest[0] if rest[0] == "exec" else "cp")
+        if rest[0] == "exec":
+            return self._run_snippet(rest[1])
+        cmds = " ".join(rest).split(" + ")
+        for c in cmds:
+            op1, op2, src, dst = c.split(" ")
+            assert (op1, op2) == ("fs", "cp") and dst.startswith(":/")
+            target = self.root / dst[2:]
+            assert target.parent.is_dir(), f"mkdir missing for {dst}"
+            shutil.copyfile(src, target)
+        return ""
+
+
+@pytest.fixture
+def fake_board(tmp_path, upy, monkeypatch):
+    root = tmp_path / "board"
+    root.mkdir()
+    fb = FakeBoard(root, upy)
+    monkeypatch.setattr(board, "run_mpremote", fb)
+    return fb
+
+
+def _pins(kp, pki, f):
+    assert kp("pinset", "new", "--file", f, "--name", "api", "--host", "api.example.test",
+              "--active", pki.pin(pki.key("ec")), "--backup", pki.pin(pki.key("ec"))).rc == 0
+
+
+def test_deploy_copies_verifies_and_keeps_board_data(kp, pki, tmp_path, fake_board):
+    pins = tmp_path / "pins.json"
+    _pins(kp, pki, pins)
+    img = tmp_path / "img"
+    assert kp("image", "--out", img, "--arch", "x64", "--pins", pins).rc == 0
+    stale = fake_board.root / "lib" / "keypin"
+    stale.mkdir(parents=True)
+    (stale / "tls.py").write_text("old source that would shadow tls.mpy")
+    r = kp("deploy", "--port", "/dev/fake", "--image", img)
+    assert r.rc == 0, r
+    n = len(image.read_manifest(img))
+    assert f"{n} copied, 0 unchanged, 0 kept; all verified by SHA-256" in r.out
+    for rel, sha in image.read_manifest(img):
+        assert hashlib.sha256((fake_board.root / rel).read_bytes()).hexdigest() == sha
+    assert not (stale / "tls.py").exists()
+    # second deploy: nothing to copy; a board-side pin document (rotated) is kept
+    (fake_board.root / "pins.json").write_bytes(b"rotated on the board\n")
+    r = kp("deploy", "--port", "/dev/fake", "--image", img)
+    assert r.rc == 0, r
+    assert f"0 copied, {n - 1} unchanged, 1 kept" in r.out
+    assert "kept the board's /pins.json" in r.err and "keypin provision" in r.err
+    assert (fake_board.root / "pins.json").read_bytes() == b"rotated on the board\n"
+
+
+def test_deploy_detects_a_bad_copy(kp, tmp_path, fake_board, monkeypatch):
+    img = tmp_path / "img"
+    assert kp("image", "--out", img, "--arch", "x64").rc == 0
+    real = fake_board.__call__
+
+    def corrupting(argv, what, capture=False):
+        out = real(argv, what, capture)
+        if "cp" in argv:
+            (fake_board.root / "main.py").write_text("# truncated")
+        return out
+
+    monkeypatch.setattr(board, "run_mpremote", corrupting)
+    r = kp("deploy", "--port", "/dev/fake", "--image", img)
+    assert r.rc == 1
+    assert r.err.startswith("keypin: deploy: verification failed after copying:\n  /main.py: SHA-256 on the board ")
+
+
+def test_deploy_refuses_a_modified_image(kp, tmp_path, fake_board):
+    img = tmp_path / "img"
+    assert kp("image", "--out", img, "--arch", "x64").rc == 0
+    (img / "main.py").write_text("tampered")
+    r = kp("deploy", "--port", "/dev/fake", "--image", img)
+    assert r.rc == 1 and "does not match MANIFEST" in r.err
+    assert fake_board.calls == []
+    r = kp("deploy", "--port", "/dev/fake", "--image", tmp_path)
+    assert r.rc == 1 and "has no MANIFEST" in r.err
+
+
+def test_provision_replaces_pins_and_removes_old_generations(kp, pki, tmp_path, fake_board):
+    pins = tmp_path / "pins.json"
+    _pins(kp, pki, pins)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"server": "api.example.test"}))
+    for name in ("pins.json", "pins.json.old", "pins.json.new"):
+        (fake_board.root / name).write_text("older generation")
+    r = kp("provision", "--port", "/dev/fake", "--config", cfg, "--pins", pins)
+    assert r.rc == 0, r
+    assert (fake_board.root / "pins.json").read_bytes() == pins.read_bytes()
+    assert (fake_board.root / "config.json").read_bytes() == cfg.read_bytes()
+    assert not (fake_board.root / "pins.json.old").exists() and not (fake_board.root / "pins.json.new").exists()
+    # a corrupt pin document never reaches the board
+    bad = pki.write("bad.json", pins.read_bytes().replace(b'"seq": 1', b'"seq": 9'))
+    calls = len(fake_board.calls)
+    r = kp("provision", "--port", "/dev/fake", "--config", cfg, "--pins", bad)
+    assert r.rc == 1 and r.err.startswith(f"keypin: provision: {bad}: corrupt: ")
+    assert len(fake_board.calls) == calls
+
+
+def test_status_runs_setup_show(kp, monkeypatch):
+    seen = []
+
+    def fake_run(argv, check=False):
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    assert kp("status", "--port", "/dev/ttyACM0").rc == 0
+    assert seen == [[sys.executable, "-m", "mpremote", "connect", "/dev/ttyACM0", "exec",
+                     "import keypin.setup as ks; ks.show()"]]
+
+
+def test_flash_offsets_agree_with_esptool():
+    from esptool.targets import CHIP_DEFS
+    assert flash.OFFSETS == {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0, "esp32c3": 0, "esp32c6": 0}
+    for chip, off in flash.OFFSETS.items():
+        assert CHIP_DEFS[chip].BOOTLOADER_FLASH_OFFSET == off, chip
+        assert flash.chip_key(CHIP_DEFS[chip].CHIP_NAME) == chip
+    with pytest.raises(cli.CommandError, match="no known firmware offset for chip 'esp8266'"):
+        flash.offset_for("esp8266")
+
+
+def _fw(tmp_path, chip_id):
+    hdr = bytearray(64)
+    hdr[0] = 0xE9
+    hdr[12:14] = chip_id.to_bytes(2, "little")
+    p = tmp_path / f"fw{chip_id}.bin"
+    p.write_bytes(bytes(hdr))
+    return p
+
+
+def test_flash_plan_and_commands(tmp_path):
+    fw = _fw(tmp_path, 9)  # ESP32-S3
+    assert flash.plan(fw, "esp32s3", None) == ("esp32s3", 0x0, "esp32s3")
+    with pytest.raises(cli.CommandError, match="built for esp32s3 but the board is esp32"):
+        flash.plan(fw, "esp32", None)
+    assert flash.plan(_fw(tmp_path, 0), "esp32", None)[1] == 0x1000
+    assert flash.plan(_fw(tmp_path, 2), "esp32s2", None)[1] == 0x1000
+    assert flash.plan(_fw(tmp_path, 5), "esp32c3", 0x10000)[1] == 0x10000
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(cli.CommandError, match="not an ESP firmware image"):
+        flash.plan(junk, "esp32", None)
+    py = [sys.executable, "-m", "esptool"]
+    assert flash.flash_commands("/dev/ttyUSB0", "esp32", "fw.bin", 0x1000, 460800) == [
+        py + ["--chip", "esp32", "--port", "/dev/ttyUSB0", "erase-flash"],
+        py + ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", "write-flash", "0x1000", "fw.bin"],
+    ]
+    assert len(flash.flash_commands("p", "esp32c3", "f", 0, erase=False)) == 1
+
+
+def test_flash_cli_flow_without_a_board(kp, tmp_path, monkeypatch):
+    fw = _fw(tmp_path, 13)  # ESP32-C6
+    ran = []
+    monkeypatch.setattr(flash, "detect_chip", lambda port: "esp32c6")
+    monkeypatch.setattr(flash, "run_esptool", lambda argv: ran.append(argv[3:]))
+    r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", fw)
+    assert r.rc == 0, r
+    assert ran == [["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "erase-flash"],
+                   ["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "--baud", "460800", "write-flash", "0x0", str(fw)]]
+    r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", fw, "--chip", "esp32")
+    assert r.rc == 1 and "built for esp32c6 but the board is esp32" in r.err
+    r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", tmp_path / "missing.bin")
+    assert r.rc == 1 and "no such firmware file" in r.err
+
+
+def test_flash_detect_on_a_missing_port_is_a_clear_error(kp, tmp_path):
+    fw = _fw(tmp_path, 0)
+    r = kp("flash", "--port", str(tmp_path / "ttyNONE"), "--firmware", fw)
+    assert r.rc == 1 and r.err.startswith(f"keypin: flash: cannot detect the chip on {tmp_path / 'ttyNONE'}: ")

@@ -1,0 +1,87 @@
+"""keypin certbot-hook: reload only when the renewed certificate kept a pinned key."""
+import sys
+
+
+def _setup(kp, pki, tmp_path, key, backup):
+    f = tmp_path / "pins.json"
+    r = kp("pinset", "new", "--file", f, "--name", "api", "--host", "api.example.test", "--host", "www.example.test",
+           "--active", pki.pin(key), "--backup", pki.pin(backup))
+    assert r.rc == 0, r
+    return f
+
+
+def _lineage(pki, tmp_path, key, name="live", hosts=("api.example.test", "www.example.test"), only_full=False):
+    d = tmp_path / name
+    d.mkdir()
+    leaf = pki.leaf(key, hosts[0], hosts=list(hosts))
+    if not only_full:
+        (d / "cert.pem").write_bytes(pki.pem(leaf))
+    (d / "fullchain.pem").write_bytes(pki.pem(leaf) + pki.pem(pki.inter))
+    return d
+
+
+def _reload_cmd(marker):
+    return f"{sys.executable} -c \"open('{marker}', 'a').write('reloaded\\n')\""
+
+
+def test_unchanged_key_reloads(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    lineage = _lineage(pki, tmp_path, key)
+    marker = tmp_path / "reloaded.txt"
+    r = kp("certbot-hook", "--pinset", f, "--reload", _reload_cmd(marker), "--reload", _reload_cmd(marker),
+           env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 0, r
+    assert r.out.startswith(f"set api: the certificate keeps the active key {pki.pin(key)}\n")
+    assert marker.read_text() == "reloaded\nreloaded\n"
+
+
+def test_backup_key_reloads_and_says_so(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    cert = _lineage(pki, tmp_path, backup, only_full=True)
+    marker = tmp_path / "m"
+    r = kp("certbot-hook", "--pinset", f, "--reload", _reload_cmd(marker), env={"RENEWED_LINEAGE": str(cert)})
+    assert r.rc == 0, r
+    assert f"uses backup 1 {pki.pin(backup)}" in r.out
+    assert marker.exists()
+
+
+def test_new_key_is_blocked_and_not_reloaded(kp, pki, tmp_path):
+    key, backup, fresh = pki.key("ec"), pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    lineage = _lineage(pki, tmp_path, fresh)
+    marker = tmp_path / "reloaded.txt"
+    r = kp("certbot-hook", "--pinset", f, "--reload", _reload_cmd(marker), env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 1
+    assert f"the certificate's key {pki.pin(fresh)} is not pinned" in r.out
+    assert r.err.startswith("keypin: certbot-hook: NOT reloading: this renewal changed the server key")
+    assert "forgot --reuse-key" in r.err
+    assert not marker.exists()
+
+
+def test_retired_key_is_blocked(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    assert kp("pinset", "retire", "--file", f, "--set", "api", pki.pin(key), "--force").rc == 0
+    cert = _lineage(pki, tmp_path, key) / "cert.pem"
+    marker = tmp_path / "m"
+    r = kp("certbot-hook", "--pinset", f, "--cert", cert, "--reload", _reload_cmd(marker))
+    assert r.rc == 1 and "is RETIRED" in r.out and not marker.exists()
+
+
+def test_set_selection_and_errors(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    other = _lineage(pki, tmp_path, key, "other", hosts=("unrelated.test",))
+    r = kp("certbot-hook", "--pinset", f, "--cert", other / "cert.pem")
+    assert r.rc == 1 and r.err == f"keypin: certbot-hook: no pin set in {f} covers unrelated.test (give --set NAME)\n"
+    assert kp("certbot-hook", "--pinset", f, "--cert", other / "cert.pem", "--set", "api").rc == 0
+    wild = _lineage(pki, tmp_path, key, "wild", hosts=("*.example.test",))
+    assert kp("certbot-hook", "--pinset", f, "--cert", wild / "cert.pem").rc == 0
+    r = kp("certbot-hook", "--pinset", f)
+    assert r.rc == 1 and r.err.startswith("keypin: certbot-hook: RENEWED_LINEAGE is not set")
+    r = kp("certbot-hook", "--pinset", f, env={"RENEWED_LINEAGE": str(tmp_path / "nothing")})
+    assert r.rc == 1 and "no cert.pem or fullchain.pem" in r.err
+    r = kp("certbot-hook", "--pinset", f, "--cert", other / "cert.pem", "--set", "api", "--reload", "false")
+    assert r.rc == 1 and r.err == "keypin: certbot-hook: reload command 'false' exited with 1\n"
