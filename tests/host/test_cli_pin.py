@@ -155,3 +155,37 @@ def test_host_unreachable(kp):
     assert r.err.startswith("keypin: pin: cannot connect to 127.0.0.1:1: ")
     r = kp("pin", "--host", "127.0.0.1:99999")
     assert r.rc == 1 and r.err == "keypin: pin: bad port in '127.0.0.1:99999'\n"
+
+
+def test_chain_reader_fallbacks():
+    from keypin_cli import tlsprobe
+
+    class Cert:
+        def __init__(self, der):
+            self.der = der
+
+        def public_bytes(self, enc):
+            assert enc == 2  # _ssl.ENCODING_DER
+            return self.der
+
+    class Obj:
+        def get_unverified_chain(self):
+            return [Cert(b"leaf"), Cert(b"inter")]
+
+    class Py310to312:  # the C object has the method, the Python wrapper does not
+        _sslobj = Obj()
+
+    class Py313:
+        def get_unverified_chain(self):
+            return [b"leaf", b"inter"]
+
+    class Neither:
+        _sslobj = object()
+
+        def getpeercert(self, binary_form=False):
+            assert binary_form
+            return b"leaf"
+
+    assert tlsprobe._chain_from(Py310to312()) == ([b"leaf", b"inter"], True)
+    assert tlsprobe._chain_from(Py313()) == ([b"leaf", b"inter"], True)
+    assert tlsprobe._chain_from(Neither()) == ([b"leaf"], False)
