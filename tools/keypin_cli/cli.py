@@ -593,7 +593,8 @@ def _port(p):
 
 def _args_deploy(p):
     _port(p)
-    p.add_argument("--image", default="build/image", metavar="DIR", help="image directory (default build/image)")
+    p.add_argument("--image", default="build/image-xtensawin", metavar="DIR",
+                   help="image directory (default build/image-xtensawin, what make build writes)")
 
 
 def _args_provision(p):
@@ -650,10 +651,10 @@ COMMANDS = [
     ("check", cmd_check, "decide like a device: exit 0 active, 2 backup (rotation), 1 mismatch/retired",
      "example:\n  keypin check --host api.example.com:443 --pinset pins.json", _args_check),
     ("image", cmd_image, "assemble the device filesystem (boot.py, main.py, lib/*.mpy, data, MANIFEST)",
-     "example:\n  keypin image --out build/image --arch xtensawin --config config.json --pins pins.json",
+     "example:\n  keypin image --out build/image-xtensawin --arch xtensawin --config config.json --pins pins.json",
      _args_image),
     ("deploy", cmd_deploy, "copy an image to a board with mpremote and verify every file (needs a board)",
-     "example:\n  keypin deploy --port /dev/ttyUSB0 --image build/image", _args_deploy),
+     "example:\n  keypin deploy --port /dev/ttyUSB0 --image build/image-xtensawin", _args_deploy),
     ("provision", cmd_provision, "copy config.json and pins.json to a board and verify (needs a board)",
      "example:\n  keypin provision --port /dev/ttyUSB0 --config config.json --pins pins.json", _args_provision),
     ("status", cmd_status, "show the board's keypin state: keypin.setup.show() (needs a board)",
