@@ -1,0 +1,249 @@
+"""`make bench`: speed, memory and flash budgets of keypin, measured side by side.
+
+Device figures come from the MicroPython Unix port (tools/upy), each comparison interleaved in
+one process; servers are real (nginx, mosquitto) on loopback. Prints a table and writes
+build/bench.json. Never run by `make test`.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+
+from helpers.pki import cert_pem, key_pem, new_key, pin, pin_document  # noqa: E402
+from helpers.realservers import Mosquitto, Nginx  # noqa: E402
+from helpers.vectors import der, make_cert, name  # noqa: E402
+
+UPY = str(ROOT / "tools" / "upy")
+DEV = str(ROOT / "tools" / "bench_dev.py")
+HOST = "device.example.test"
+TARGETS = {"spki_native_over_hash": ("<=", 1.5), "callback_alloc_bytes_per_cert": ("<=", 16),
+           "handshake_pinned_over_unpinned": ("<=", 1.03), "device_cycle_min_heap_kib": ("<=", 40),
+           "flash_writes_per_connect": ("==", 0), "flash_writes_per_rotation": ("==", 1),
+           "image_bytes": ("<=", 32768)}
+
+
+def upy(*args, heap=None, cwd=None, env=None, timeout=600):
+    e = dict(os.environ, **(env or {}))
+    if heap:
+        e["KEYPIN_HEAP"] = heap
+    p = subprocess.run([UPY, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+    if p.returncode:
+        raise RuntimeError(f"upy {args[:2]} failed:\n{p.stdout}\n{p.stderr}")
+    return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")][-1]
+
+
+def chain(d, stem, int_key_kind):
+    """leaf (EC P-256) under an intermediate of the given kind, like Let's Encrypt's R/E series."""
+    rk = ec.generate_private_key(ec.SECP384R1())
+    root = make_cert(rk, name("Bench Root"), ca=True)
+    ik = rsa.generate_private_key(65537, 2048) if int_key_kind == "rsa" else ec.generate_private_key(ec.SECP384R1())
+    inter = make_cert(ik, name(f"Bench {int_key_kind} Intermediate"), rk, root.subject, ca=True)
+    lk = new_key()
+    leaf = make_cert(lk, name(HOST), ik, inter.subject, hosts=[HOST], days=90)
+    crt, key = d / f"{stem}.crt", d / f"{stem}.key"
+    crt.write_bytes(cert_pem(leaf) + cert_pem(inter))
+    key.write_bytes(key_pem(lk))
+    return crt, key, lk, leaf, inter
+
+
+def store_for(d, k, stem="pins"):
+    p = d / f"{stem}.json"
+    p.write_bytes(pin_document({"fleet": {"hosts": [HOST], "active": pin(k), "backups": [pin(new_key())],
+                                          "retired": [], "policy": "leaf"}}))
+    return p
+
+
+def med(v):
+    v = sorted(v)
+    return v[len(v) // 2]
+
+
+def main():
+    res, rows, notes = {}, [], []
+    work = pathlib.Path(tempfile.mkdtemp(prefix="keypin-bench-"))
+    servers = []
+    try:
+        # ---- SPKI: native vs hash floor vs Python reference ----
+        crt_r, key_r, lk, leaf, inter = chain(work, "rsa-int", "rsa")
+        rk = rsa.generate_private_key(65537, 2048)
+        rsa_leaf = make_cert(rk, name(HOST), hosts=[HOST])
+        vecs = {"rsa2048_leaf.der": der(rsa_leaf), "ec256_leaf.der": der(leaf), "intermediate.der": der(inter)}
+        for n, b in vecs.items():
+            (work / n).write_bytes(b)
+        sp = upy(DEV, "spki", *[work / n for n in vecs])["spki"]
+        res["spki_native_over_hash"] = round(med([r["native_over_hash"] for r in sp]), 3)
+        res["spki_python_over_native"] = round(med([r["python_over_native"] for r in sp]), 2)
+        for r in sp:
+            rows.append((f"spki {r['cert']}", f"native {r['native_us']:.2f} us, hash {r['hash_us']:.2f} us, "
+                         f"python {r['python_us']:.1f} us"))
+        # ---- allocation in the verify callback ----
+        al = upy(DEV, "alloc", work / "ec256_leaf.der")
+        res["callback_alloc_bytes_per_cert"] = al["alloc_bytes_per_cert"]
+        rows.append(("callback allocation", f"{al['alloc_bytes_per_cert']} bytes/cert over {al['calls']} calls"))
+        # ---- handshakes against nginx ----
+        ng = Nginx(work / "ng-rsa", str(crt_r), str(key_r))
+        servers.append(ng)
+        hs = upy(DEV, "handshake", store_for(work, lk, "hs"), ng.port, 200)
+        res["handshake_pinned_over_unpinned"] = round(hs["ratio"], 4)
+        rows.append(("handshake, EC leaf + RSA-2048 intermediate (Let's Encrypt R-series)",
+                     f"pinned {hs['pinned_us'] / 1000:.2f} ms, CERT_NONE {hs['plain_us'] / 1000:.2f} ms, "
+                     f"ratio {hs['ratio']:.3f} (n={hs['n']} each)"))
+        ng.stop()
+        crt_e, key_e, lk_e, _, _ = chain(work, "ec-int", "ec")
+        ng = Nginx(work / "ng-ec", str(crt_e), str(key_e))
+        servers.append(ng)
+        hs2 = upy(DEV, "handshake", store_for(work, lk_e, "hs2"), ng.port, 200)
+        rows.append(("handshake, EC leaf + P-384 intermediate (E-series), not a target",
+                     f"pinned {hs2['pinned_us'] / 1000:.2f} ms, CERT_NONE {hs2['plain_us'] / 1000:.2f} ms, "
+                     f"ratio {hs2['ratio']:.3f}: mbedTLS checks the chain signature in CERT_OPTIONAL"))
+        res["handshake_pinned_over_unpinned_ec_intermediate"] = round(hs2["ratio"], 4)
+        # ---- flash writes ----
+        wr = upy(DEV, "writes", store_for(work, lk_e, "wr"), ng.port)
+        res["flash_writes_per_connect"] = wr["writes_per_connect"]
+        res["flash_writes_per_rotation"] = wr["writes_per_rotation"]
+        rows.append(("flash writes", f"{wr['writes_per_connect']} per connect (20 HTTPS requests), "
+                     f"{wr['writes_per_rotation']} per rotation"))
+        ng.stop()
+        # ---- smallest heap for one device cycle ----
+        res["device_cycle_min_heap_kib"] = heap_bisect(work, crt_r, key_r, lk, servers, rows)
+        # ---- image size ----
+        img = work / "image-xtensawin"
+        subprocess.run([str(ROOT / ".venv/bin/keypin"), "image", "--out", str(img), "--arch", "xtensawin"],
+                       check=True, capture_output=True)
+        lib = img / "lib"
+        size = sum(f.stat().st_size for f in lib.rglob("*") if f.is_file() and "umqtt" not in f.parts)
+        res["image_bytes"] = size
+        nat = (lib / "keypin_spki.mpy").exists()
+        rows.append(("image (xtensawin) lib/", f"{size} bytes in {sum(1 for f in lib.rglob('*.mpy'))} .mpy files"
+                     + ("" if nat else " (native module not built: no xtensa toolchain here)")))
+        # ---- ed25519 ----
+        if (ROOT / "lib/keypin/ed25519.py").exists():
+            res["ed25519_verify_ms_unix"] = ed25519_ms(work, rows)
+        # ---- host CLI vs openssl pipeline ----
+        cli_vs_openssl(work, rows, res)
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    keys = ["spki_native_over_hash", "spki_python_over_native", "callback_alloc_bytes_per_cert",
+            "handshake_pinned_over_unpinned", "device_cycle_min_heap_kib", "flash_writes_per_connect",
+            "flash_writes_per_rotation", "image_bytes"]
+    if "ed25519_verify_ms_unix" in res:
+        keys.append("ed25519_verify_ms_unix")
+    out = {k: res[k] for k in keys}
+    (ROOT / "build").mkdir(exist_ok=True)
+    (ROOT / "build" / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"keypin bench on {os.uname().machine}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print()
+    print(f"| {'figure':32} | {'value':>10} | {'target':>8} | ok |")
+    print(f"|{'-' * 34}|{'-' * 12}|{'-' * 10}|----|")
+    missed = 0
+    for k in keys:
+        t = TARGETS.get(k)
+        ok = ""
+        if t:
+            op, lim = t
+            good = out[k] <= lim if op == "<=" else out[k] == lim
+            ok = "yes" if good else "NO"
+            missed += not good
+        print(f"| {k:32} | {out[k]:>10} | {(t[0] + str(t[1])) if t else '':>8} | {ok:2} |")
+    for extra in ("cli_pin_1000_s", "openssl_pipeline_1000_s", "handshake_pinned_over_unpinned_ec_intermediate"):
+        if extra in res:
+            print(f"| {extra:32} | {res[extra]:>10} | {'':>8} |    |")
+    print()
+    for a, b in rows:
+        print(f"- {a}: {b}")
+    print("\nwrote build/bench.json")
+    return 0
+
+
+def heap_bisect(work, crt, key, lk, servers, rows):
+    ng = Nginx(work / "ng-heap", str(crt), str(key))
+    mq = Mosquitto(work / "mq-heap", str(crt), str(key), users={"dev": "secret"})
+    servers += [ng, mq]
+    src = work / "heap-src"
+    src.mkdir()
+    (src / "pins.json").write_bytes(store_for(work, lk, "heap").read_bytes())
+    cfg = {"device_id": "bench", "mqtt": {"host": HOST, "port": mq.port, "user": "dev", "password": "secret",
+                                          "tries": 1},
+           "https": {"url": f"https://{HOST}:{ng.port}/checkin", "interval": 300},
+           "hosts": {HOST: "127.0.0.1"}, "pins": "pins.json"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    img = work / "image-x64"
+    subprocess.run([str(ROOT / ".venv/bin/keypin"), "image", "--out", str(img), "--arch", "x64",
+                    "--config", str(src / "config.json"), "--pins", str(src / "pins.json")],
+                   check=True, capture_output=True)
+
+    def passes(kib):
+        d = work / f"dev-{kib}"
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(img, d)
+        env = dict(os.environ, MICROPYPATH=f".frozen:{d}/lib:{ROOT}/build/umqtt-pypi")
+        p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-X", f"heapsize={kib}k", "-c",
+                            "import main\nprint('GOOD', main.run(cycles=1))"],
+                           cwd=d, env=env, capture_output=True, text=True, timeout=120)
+        return p.returncode == 0 and p.stdout.strip().endswith("GOOD 1")
+    lo, hi = 4, 256
+    if not passes(hi):
+        raise RuntimeError("a device cycle does not pass even with 256 KiB of heap")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid
+    rows.append(("device cycle", f"one main.py cycle (MQTTS status, HTTPS check-in"
+                 + (", update check" if (ROOT / "lib/keypin/update.py").exists() else "")
+                 + f") passes with -X heapsize={hi}k, fails with {lo}k"))
+    ng.stop()
+    mq.stop()
+    return hi
+
+
+def ed25519_ms(work, rows):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    k = ed25519.Ed25519PrivateKey.generate()
+    msg = b"keypin bench " * 40
+    from cryptography.hazmat.primitives import serialization
+    pk = k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    (work / "ed.json").write_text(json.dumps([pk.hex(), msg.hex(), k.sign(msg).hex()]))
+    r = upy(DEV, "ed25519", 10, work / "ed.json")
+    rows.append(("ed25519 verify (Unix port)", f"{r['ed25519_verify_ms']:.1f} ms per verify, median of 10"))
+    return round(r["ed25519_verify_ms"], 2)
+
+
+def cli_vs_openssl(work, rows, res):
+    d = work / "certs"
+    d.mkdir()
+    files = []
+    for i in range(1000):
+        k = new_key()
+        f = d / f"c{i}.pem"
+        f.write_bytes(cert_pem(make_cert(k, name(f"h{i}.example.test"))))
+        files.append(f)
+    t = time.perf_counter()
+    p = subprocess.run([str(ROOT / ".venv/bin/keypin"), "pin", *map(str, files)], capture_output=True, text=True)
+    cli = time.perf_counter() - t
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 1000, p.stderr
+    t = time.perf_counter()
+    for f in files:
+        subprocess.run(f"openssl x509 -in {f} -pubkey -noout | openssl pkey -pubin -outform DER | "
+                       "openssl dgst -sha256 -binary | base64", shell=True, check=True, capture_output=True)
+    ossl = time.perf_counter() - t
+    res["cli_pin_1000_s"] = round(cli, 2)
+    res["openssl_pipeline_1000_s"] = round(ossl, 2)
+    rows.append(("host: 1,000 certificates", f"keypin pin (one process) {cli:.2f} s, openssl pipeline per "
+                 f"certificate {ossl:.2f} s: {ossl / cli:.0f}x"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
