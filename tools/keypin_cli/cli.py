@@ -474,6 +474,9 @@ def cmd_certbot_hook(a) -> int:
                            "it. You probably forgot --reuse-key: renew again with the pinned key "
                            "(certbot certonly --csr CSR, or certbot renew --reuse-key after restoring the "
                            "key), or add the new pin to the devices first")
+    if a.install:
+        for line in hook.install(path, a.install):
+            print(line)
     for cmd in a.reload or []:
         argv = shlex.split(cmd)
         if not argv:
@@ -620,6 +623,10 @@ def _args_certbot_hook(p):
     p.add_argument("--reload", action="append", metavar="CMD",
                    help="command to run when the key is pinned (repeat), e.g. 'systemctl reload nginx'")
     p.add_argument("--cert", metavar="FILE", help="certificate to check instead of $RENEWED_LINEAGE/cert.pem")
+    p.add_argument("--install", metavar="DIR",
+                   help="when the key is pinned, copy fullchain.pem and privkey.pem from the lineage into DIR "
+                        "(atomically) before reloading; point the servers at DIR so a refused renewal is "
+                        "never served, not even after a restart")
 
 
 _PINSET_ACTIONS = [

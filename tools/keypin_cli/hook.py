@@ -79,3 +79,24 @@ def judge(pin: str, sets: list[tuple[str, dict]]) -> Verdict:
             lines.append(f"set {name}: the certificate's key {pin} is not pinned (active {s['active']}, "
                          f"backups: {backups})")
     return Verdict(ok, lines)
+
+
+def install(cert_path: Path, dest: str) -> list[str]:
+    """Copy fullchain.pem and privkey.pem next to cert_path into dest, each by temp file + rename."""
+    src = Path(cert_path).parent
+    d = Path(dest)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, mode in (("fullchain.pem", 0o644), ("privkey.pem", 0o600)):
+        f = src / name
+        if not f.is_file():
+            raise CommandError(f"--install: {f} not found (certbot writes it beside cert.pem)")
+        tmp = d / (name + ".keypin-tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as w:
+            w.write(f.read_bytes())
+            w.flush()
+            os.fsync(w.fileno())
+        os.replace(tmp, d / name)
+        out.append(f"installed {d / name}")
+    return out
