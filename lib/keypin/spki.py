@@ -1,9 +1,8 @@
 # SPKI pins of X.509 certificates.
-# pin_of/spki_sha256/spki_range use the native module keypin_spki when it loads
-# for this architecture, else the pure-Python reference below (same grammar,
-# same error codes as firmware/spki/spki_core.c).
+# pin_of/spki_sha256/spki_range use the native module keypin_spki when it loads for this
+# architecture, else the pure-Python reference (keypin.spkiref: same grammar, same error
+# codes as firmware/spki/spki_core.c). IMPL says which.
 from micropython import const
-import hashlib
 from keypin import CertError
 from keypin.pins import format_pin
 
@@ -18,87 +17,14 @@ _MSG = ("", "empty input", "truncated or overlong element", "unexpected tag",
         "indefinite length", "length field over 4 bytes", "non-minimal length", "trailing bytes")
 
 
-class _Bad(Exception):
-    pass
-
-
-def _tlv(b, pos, end, want):
-    # -> (value_start, value_end); raises _Bad(code)
-    if pos >= end:
-        raise _Bad(ERR_TRUNC)
-    tag = b[pos]
-    pos += 1
-    if (tag & 0x1F) == 0x1F or (want >= 0 and tag != want):
-        raise _Bad(ERR_TAG)
-    if pos >= end:
-        raise _Bad(ERR_TRUNC)
-    ln = b[pos]
-    pos += 1
-    if ln < 0x80:
-        n = ln
-    elif ln == 0x80:
-        raise _Bad(ERR_INDEF)
-    else:
-        k = ln & 0x7F
-        if k > 4:
-            raise _Bad(ERR_LENLEN)
-        if k > end - pos:
-            raise _Bad(ERR_TRUNC)
-        if b[pos] == 0:
-            raise _Bad(ERR_NONMIN)
-        n = 0
-        while k:
-            n = (n << 8) | b[pos]
-            pos += 1
-            k -= 1
-        if n < 0x80:
-            raise _Bad(ERR_NONMIN)
-    if n > end - pos:
-        raise _Bad(ERR_TRUNC)
-    return pos, pos + n
-
-
-def _find(b):
-    # -> (start, end) of the SPKI element, or a negative error code
-    n = len(b)
-    if n == 0:
-        return ERR_EMPTY
-    try:
-        cs, ce = _tlv(b, 0, n, 0x30)
-        if ce != n:
-            return ERR_TRAILING
-        ts, te = _tlv(b, cs, ce, 0x30)
-        p = ts
-        if p < te and b[p] == 0xA0:
-            p = _tlv(b, p, te, 0xA0)[1]
-        p = _tlv(b, p, te, 0x02)[1]  # serialNumber
-        for _ in range(4):  # signature, issuer, validity, subject
-            p = _tlv(b, p, te, 0x30)[1]
-        start = p
-        ks, ke = _tlv(b, p, te, 0x30)  # subjectPublicKeyInfo
-        v = _tlv(b, ks, ke, 0x30)[1]
-        if _tlv(b, v, ke, 0x03)[1] != ke:
-            return ERR_TRAILING
-        p = ke
-        while p < te:
-            p = _tlv(b, p, te, -1)[1]
-        p = _tlv(b, te, ce, 0x30)[1]
-        if _tlv(b, p, ce, 0x03)[1] != ce:
-            return ERR_TRAILING
-        return start, ke
-    except _Bad as e:
-        return e.args[0]
-
-
 def python_find(der):
-    return _find(memoryview(der))
+    from keypin.spkiref import python_find as f
+    return f(der)
 
 
 def python_sha256(der):
-    r = _find(memoryview(der))
-    if isinstance(r, int):
-        return r
-    return hashlib.sha256(memoryview(der)[r[0]:r[1]]).digest()
+    from keypin.spkiref import python_sha256 as f
+    return f(der)
 
 
 def python_pin_of(der):
@@ -119,12 +45,12 @@ try:
     _sha = _n.sha256
     _fnd = _n.find
 except ImportError:
+    from keypin.spkiref import python_find as _fnd, python_sha256 as _sha
+
     IMPL = "python"
-    _sha = python_sha256
-    _fnd = python_find
 
     def sha256_into(der, out):
-        r = python_sha256(der)
+        r = _sha(der)
         if isinstance(r, int):
             return r
         out[:32] = r

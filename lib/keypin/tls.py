@@ -1,9 +1,8 @@
 # Pinned TLS: the verify callback decides inside the handshake.
 from micropython import const
 import socket
-from keypin import PinMismatch, StoreError, Unsupported, CertError
-from keypin.spki import sha256_into, error_text
-from keypin.pins import format_pin
+from keypin import StoreError, Unsupported, CertError
+from keypin.spki import sha256_into
 
 _MAXD = const(8)  # per-depth slots; deeper certificates are not hashed
 # decisions
@@ -50,14 +49,6 @@ class Checker:
         self.depth = -1  # deepest depth seen
         self.calls = 0
 
-    def reset(self):
-        for i in range(_MAXD):
-            self.codes[i] = 1
-        self.decision = NONE
-        self.k = -1
-        self.depth = -1
-        self.calls = 0
-
     def cb(self, cert, depth):
         try:
             self.calls += 1
@@ -102,36 +93,6 @@ class Checker:
             return 0
         self.decision = UNKNOWN
         return 1
-
-    def chain(self):
-        # [(depth, pin or error text)] top first, as seen
-        out = []
-        for d in range(min(self.depth, _MAXD - 1), -1, -1):
-            c = self.codes[d]
-            out.append((d, format_pin(self.slots[d]) if c == 0 else
-                        ("not presented" if c == 1 else "malformed: " + error_text(c))))
-        return out
-
-
-def mismatch(chk, host, port, name, s):
-    why = _WHY[chk.decision]
-    lines = ["Certificate pinning failure! (%s)" % why,
-             "  Peer certificate chain for %s:%d:" % (host, port)]
-    for d, p in chk.chain():
-        lines.append("    depth %d: %s" % (d, p))
-    if chk.depth >= _MAXD:
-        lines.append("    (%d deeper certificates not checked)" % (chk.depth - _MAXD + 1))
-    lines.append("  Pinned keys for %s (set %r, policy %s):" % (host, name, s["policy"]))
-    lines.append("    active: " + s["active"])
-    for i, p in enumerate(s["backups"]):
-        lines.append("    backup %d: %s" % (i, p))
-    for p in s["retired"]:
-        lines.append("    retired: " + p)
-    e = PinMismatch("\n".join(lines))
-    e.host, e.port, e.pinset, e.reason = host, port, name, why
-    e.chain = chk.chain()
-    return e
-
 
 def _tls():
     try:
@@ -211,7 +172,8 @@ def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=N
                 ok = False
             if ok:
                 return _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata)
-            return _handshake_peercert(ctx.wrap_socket, sock, host, port, store, name, s, chk, cadata)
+            from keypin.tlsx import peercert
+            return peercert(ctx.wrap_socket, sock, host, port, store, name, s, chk, cadata)
         try:
             import ssl as t2
         except ImportError:
@@ -219,31 +181,19 @@ def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=N
                 import ussl as t2
             except ImportError:
                 raise Unsupported("this firmware has no TLS module")
-        return _handshake_peercert(t2.wrap_socket, sock, host, port, store, name, s, chk, cadata)
+        from keypin.tlsx import peercert
+        return peercert(t2.wrap_socket, sock, host, port, store, name, s, chk, cadata)
     except BaseException:
         sock.close()
         raise
-
-
-def _ders(data):
-    # CA certificates as DER (some firmware builds lack mbedTLS PEM parsing)
-    if b"-----BEGIN" not in data:
-        yield data
-        return
-    from binascii import a2b_base64
-    n = 0
-    for part in data.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-        n += 1
-        yield a2b_base64(part.split(b"-----END")[0])
-    if not n:
-        raise ValueError("no CERTIFICATE in PEM")
 
 
 def _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata):
     if cadata:
         ctx.verify_mode = t.CERT_REQUIRED
         try:
-            for der in _ders(cadata):
+            from keypin.tlsx import ders
+            for der in ders(cadata):
                 ctx.load_verify_locations(der)
         except ValueError as e:
             raise CertError("cadata: not a valid CA certificate (%s)" % e)
@@ -264,31 +214,12 @@ def _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata):
     return PinnedStream(ss, store, name, chk, _pin(chk, s))
 
 
-def _handshake_peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata):
-    # firmware without verify_callback: check the leaf before any application byte
-    if cadata:
-        raise Unsupported("CA+pin mode needs MicroPython >= 1.23 (tls.SSLContext.verify_callback)")
-    ss = wrap_socket(sock, server_hostname=host)
-    try:
-        der = ss.getpeercert(True) if hasattr(ss, "getpeercert") else None
-        if not der:
-            raise Unsupported("firmware has neither verify_callback nor getpeercert(True): "
-                              "refusing an unpinned connection; upgrade to MicroPython >= 1.23")
-        chk.any = False  # only the leaf is visible here
-        chk.cb(der, 0)
-        if chk.decision not in (ACTIVE, BACKUP):
-            raise _fail(chk, host, port, name, s)
-    except BaseException:
-        ss.close()
-        raise
-    return PinnedStream(ss, store, name, chk, _pin(chk, s))
-
-
 def _pin(chk, s):
     return s["active"] if chk.decision == ACTIVE else s["backups"][chk.k]
 
 
 def _fail(chk, host, port, name, s):
+    from keypin.tlsx import mismatch
     e = mismatch(chk, host, port, name, s)
     if on_mismatch is not None:
         try:
