@@ -162,3 +162,29 @@ def test_repl_test_reports_verdicts(image, tmp_path, servers):
                        cwd=d, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("OK, key is the active pin") == 2 and "RESULT True" in p.stdout
+
+
+def test_command_topic_and_running_loop(image, tmp_path, servers):
+    """Two cycles with a 1 s period: a 'status' command sent on the command topic between them
+    is answered with a fresh status message."""
+    d = device(image, tmp_path, servers.ng.port, servers.mq.port)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["period"] = 3
+    (d / "config.json").write_text(json.dumps(cfg))
+    env = dict(os.environ, MICROPYPATH=f".frozen:{d}/lib:{ROOT}/build/umqtt-pypi")
+    first = servers.mq.subscriber(f"keypin/{DEV}/status", count=1, timeout=30)
+    p = subprocess.Popen([str(ROOT / ".venv/bin/micropython"), "-c", "import main\nprint('GOOD', main.run(cycles=2))"],
+                         cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert len(first.result()) == 1
+        # retained status + the one the command triggers
+        sub = servers.mq.subscriber(f"keypin/{DEV}/status", count=2, timeout=30)
+        servers.mq.publish(f"keypin/{DEV}/cmd", "status")
+        msgs = sub.result()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "keypin: command: status" in out, out
+    assert len(msgs) == 2 and out.strip().endswith("GOOD 2"), (msgs, out)
