@@ -1,0 +1,129 @@
+# Device side of test_attacks.py (runs in the Unix port).
+#   dev_attack.py STORE HOST PORT [cadata=FILE] [timeout=S]
+# One pinned connection attempt to 127.0.0.1:PORT for HOST, as the device would make it; if the
+# handshake succeeds it behaves like the protocol layers (send a line, read the reply, confirm).
+# Prints one JSON line: the outcome, the error class/message/errno, the time taken, the
+# process's open file descriptors before and after, and every write/rename/remove of the
+# pin store's file layer.
+import json
+import os
+import sys
+import time
+
+import keypin
+from keypin.store import _FS, PinStore
+
+OPS = []
+
+
+class CountFS(_FS):
+    def write(self, path, data):
+        OPS.append("write " + path)
+        _FS.write(self, path, data)
+
+    def rename(self, a, b):
+        OPS.append("rename " + a)
+        _FS.rename(self, a, b)
+
+    def remove(self, path):
+        OPS.append("remove " + path)
+        _FS.remove(self, path)
+
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+store_path, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+opt = {}
+for a in sys.argv[4:]:
+    k, _, v = a.partition("=")
+    opt[k] = v
+cadata = None
+if "cadata" in opt:
+    with open(opt["cadata"], "rb") as f:
+        cadata = f.read()
+timeout = float(opt.get("timeout", "10"))
+
+# Record the TLS layer's own error (keypin may re-raise it as something else): a thin proxy
+# over the real tls module, installed where keypin.tls looks it up.
+import tls as _real
+from keypin import tls as _ktls
+
+TLS_ERR = []
+
+
+class _Ctx:
+    def __init__(self, proto):
+        self.c = _real.SSLContext(proto)
+
+    def _vc(self):
+        return None
+
+    def _set_vc(self, f):
+        self.c.verify_callback = f
+
+    verify_callback = property(_vc, _set_vc)
+
+    def _vm(self):
+        return None
+
+    def _set_vm(self, m):
+        self.c.verify_mode = m
+
+    verify_mode = property(_vm, _set_vm)
+
+    def load_verify_locations(self, *a):
+        return self.c.load_verify_locations(*a)
+
+    def wrap_socket(self, sock, **kw):
+        try:
+            return self.c.wrap_socket(sock, **kw)
+        except Exception as e:
+            TLS_ERR.append(repr(e))
+            raise
+
+
+class _Mod:
+    SSLContext = _Ctx
+    PROTOCOL_TLS_CLIENT = _real.PROTOCOL_TLS_CLIENT
+    CERT_NONE = _real.CERT_NONE
+    CERT_OPTIONAL = _real.CERT_OPTIONAL
+    CERT_REQUIRED = _real.CERT_REQUIRED
+
+
+_ktls._tls = lambda: _Mod
+
+st = PinStore(store_path, fs=CountFS())
+keypin.use_store(st)
+out = {"connected": False, "sent": 0}
+fd0 = fds()
+t0 = time.ticks_ms()
+try:
+    s = keypin.connect(host, port, timeout=timeout, cadata=cadata, addr="127.0.0.1")
+    out["connected"] = True
+    out["verdict"] = s.verdict
+    out["sent"] = s.write(b"ping\n")
+    try:
+        out["reply"] = s.readline().decode()
+        out["after"] = s.confirm()
+    finally:
+        s.close()
+    out["error"] = None
+except keypin.KeypinError as e:
+    out["error"] = type(e).__name__
+    out["msg"] = str(e)
+    out["reason"] = getattr(e, "reason", None)
+except OSError as e:
+    out["error"] = "OSError"
+    out["msg"] = repr(e)
+    out["errno"] = e.args[0] if e.args else None
+except Exception as e:  # noqa: BLE001 - anything else is a finding: report it, do not crash
+    out["error"] = type(e).__name__
+    out["msg"] = repr(e)
+out["ms"] = time.ticks_diff(time.ticks_ms(), t0)
+out["fds_before"] = fd0
+out["fds_after"] = fds()
+out["fs_ops"] = OPS
+out["tls_error"] = TLS_ERR[0] if TLS_ERR else None
+print(json.dumps(out))
