@@ -36,6 +36,24 @@ class App:
         if cfg.get("cadata"):
             with open(cfg["cadata"], "rb") as f:
                 self.cadata = f.read()
+        # signed pin-set updates (keypin.update) and pin-failure reports (keypin.report),
+        # each imported only when configured
+        u = cfg.get("update") or {}
+        self.pins_topic = f"{self.prefix}/fleet/{u['fleet']}/pins" if u.get("fleet") else None
+        self.updater = None
+        self.next_update = 0
+        if u.get("url") or self.pins_topic:
+            from keypin.update import Updater
+            self.updater = Updater(store, u.get("state", "keypin-state.json"), log=log)
+        r = cfg.get("reports", {})
+        self.reports = None
+        self.report_topic = f"{self.prefix}/{self.dev}/reports"
+        if m and r is not False:
+            from keypin.report import Ring
+            r = r if isinstance(r, dict) else {}
+            self.reports = Ring(r.get("path", "keypin-reports.json"), store, r.get("size", 8),
+                                r.get("min_interval", 300), r.get("max_writes", 4))
+            tls.on_mismatch = self.reports.record
 
     def _note(self, stream_verdict):
         if stream_verdict == "rotated":
@@ -59,6 +77,8 @@ class App:
                              store=self.store, cadata=self.cadata, log=log)
             self.mq.set_callback(self.on_cmd)
             self.mq.subscribe(self.cmd_topic)
+            if self.pins_topic:
+                self.mq.subscribe(self.pins_topic)
         if not self.mq.connected:
             try:
                 self.mq.ensure(tries=m.get("tries", 3))
@@ -78,7 +98,8 @@ class App:
                 ".".join(str(v) for v in sys.implementation.version[:3])),
                 "platform": sys.platform, "keypin": keypin.VERSION, "seq": self.store.seq,
                 "sets": sets, "rotations": self.rotations, "last_pin_failure": self.last_failure,
-                "checkins": self.checkins, "uptime": time.time() - _boot}
+                "checkins": self.checkins, "uptime": time.time() - _boot, "version": self.store.doc["version"],
+                "last_update": self.updater.last if self.updater else None}
 
     def publish_status(self):
         try:
@@ -90,7 +111,28 @@ class App:
             self.mq.close()
             return False
 
+    def publish_reports(self):
+        # the failure reports, after a pinned connection; cleared once the broker has them (QoS 1)
+        r = self.reports
+        if r is None or not r.pending():
+            return
+        n = len(r.items)
+        try:
+            self.mq.publish(self.report_topic, r.payload(self.dev), retain=True, qos=1)
+            r.clear()
+        except Exception as e:  # noqa: BLE001 -- one log line, the device keeps running
+            self._fail("mqtt report publish", e)
+            self.mq.close()
+            return
+        log(f"mqtt: {n} pin-failure report(s) published to {self.report_topic} and cleared")
+
     def on_cmd(self, topic, msg):
+        if self.pins_topic and topic == self.pins_topic.encode():
+            try:
+                self.updater.offer(msg, "mqtt")
+            except Exception as e:  # noqa: BLE001 -- inside umqtt's callback: never raise
+                log("update via mqtt failed:", _one_line(e))
+            return
         cmd = msg.decode().strip()
         log("command:", cmd)
         if cmd == "status":
@@ -127,14 +169,31 @@ class App:
             self.next_checkin = time.time() + min(60, h.get("interval", 300))
             return False
 
+    def update_check(self):
+        # pinned HTTPS: GET <url>.version, then the signed update only when it is newer
+        u = self.cfg.get("update") or {}
+        if not u.get("url") or time.time() < self.next_update:
+            return None
+        self.next_update = time.time() + u.get("interval", 0)
+        try:
+            return self.updater.poll(u["url"], store=self.store, timeout=u.get("timeout", 10),
+                                     cadata=self.cadata)
+        except Exception as e:  # noqa: BLE001 -- one log line, the device keeps running
+            self._fail("update check", e)
+            return False
+
     def cycle(self):
+        up = self.update_check()
         ok = self.mqtt_connect()
         if ok:
             ok = self.publish_status()
             if ok:
+                self.publish_reports()
                 self.poll()
         c = self.checkin()
-        return ok and c is not False
+        if self.reports:
+            self.reports.flush()
+        return ok and c is not False and up is not False
 
 
 def _wdt(cfg):

@@ -266,7 +266,9 @@ class PinStore:
         return True
 
     def replace(self, doc):
-        # a whole new document (signed update): retired pins are never dropped
+        # a whole new document (signed update, keypin.update): retired pins are never dropped;
+        # version and signer come from doc, seq from the store. One power-safe write.
+        doc.setdefault("seq", self.doc["seq"])
         for n, s in self.doc["sets"].items():
             ns = doc["sets"].get(n)
             if ns is not None:

@@ -1,0 +1,201 @@
+# Signed pin-set updates (docs/pin-document.md, "Signed updates"). Two lines:
+#   {"format": "keypin-pins/1", "version": V, "signer": "ed25519/...", "sets": {...}}
+#   ed25519:<base64 of the 64-byte signature over the exact bytes of line 1>
+# The device's current signer must have signed it; V must be newer than the store's version;
+# every set keeps a backup; no retired pin comes back. Applied with PinStore.replace (one
+# power-safe write). The outcome goes to keypin-state.json (tmp + rename), only when it changes.
+import hashlib
+import json
+import time
+from binascii import a2b_base64, b2a_base64, hexlify
+
+from micropython import const
+
+from keypin import KeypinError
+
+MAX_SIZE = const(8192)
+_MAXREF = const(4)  # refusals written to flash per boot; the rest are counted in RAM
+_TOP = ("format", "version", "signer", "sets")
+_SETK = ("hosts", "active", "backups", "retired", "policy", "allow_no_backup")
+STATE = "keypin-state.json"
+
+
+class Refused(KeypinError):
+    pass
+
+
+def _now():
+    # Unix time if the clock was set (NTP), else None
+    t = time.time()
+    if time.gmtime(0)[0] == 2000:
+        t += 946684800
+    return t if t > 1700000000 else None
+
+
+def signer_key(signer):
+    # "ed25519/<base64>" -> 32 bytes; ValueError if not canonical
+    if not isinstance(signer, str) or not signer.startswith("ed25519/"):
+        raise ValueError("signer must be ed25519/<base64 of 32 bytes>")
+    try:
+        k = a2b_base64(signer[8:])
+    except ValueError:
+        k = b""
+    if len(k) != 32 or b2a_base64(k)[:-1].decode() != signer[8:]:
+        raise ValueError(f"signer {signer!r} is not a canonical 32-byte key")
+    return k
+
+
+def split(data):
+    # -> (line 1 bytes, 64-byte signature)
+    if len(data) > MAX_SIZE:
+        raise Refused(f"malformed: larger than {MAX_SIZE} bytes")
+    data = bytes(data)
+    i = data.find(b"\n")
+    sig = data[i + 1:]
+    if sig.endswith(b"\n"):
+        sig = sig[:-1]
+    if i < 0 or not sig.startswith(b"ed25519:") or b"\n" in sig:
+        raise Refused("malformed: want two lines, JSON then ed25519:<signature>")
+    try:
+        s = a2b_base64(sig[8:])
+    except ValueError:
+        s = b""
+    if len(s) != 64:
+        raise Refused("malformed: the signature is not 64 bytes of base64")
+    return data[:i], s
+
+
+def check(store, data):
+    # -> the new document (no seq); raises Refused(reason). Cheap checks before the signature.
+    line, sig = split(data)
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        raise Refused("malformed: line 1 is not JSON")
+    if not isinstance(doc, dict) or doc.get("format") != "keypin-pins/1" or sorted(doc) != sorted(_TOP):
+        raise Refused("malformed: want exactly format keypin-pins/1, version, signer, sets")
+    v = doc["version"]
+    have = store.doc["version"]
+    if not isinstance(v, int) or isinstance(v, bool) or v <= have:
+        raise Refused(f"version {v!r} is not newer than the device's {have} (replay?)")
+    cur = store.doc.get("signer")
+    if not cur:
+        raise Refused("no signer provisioned on the device")
+    from keypin.ed25519 import verify
+    if not verify(signer_key(cur), line, sig):
+        raise Refused(f"bad signature (not signed by {cur})")
+    try:
+        signer_key(doc["signer"])
+    except ValueError as e:
+        raise Refused(f"bad signer: {e}")
+    sets = doc["sets"]
+    if not isinstance(sets, dict) or not sets:
+        raise Refused("malformed: sets must be a non-empty object")
+    retired = {}
+    for n, s in store.doc["sets"].items():
+        for p in s["retired"]:
+            retired[p] = n
+    for n, s in sets.items():
+        if not isinstance(s, dict) or any(k not in _SETK for k in s):
+            raise Refused(f"malformed: set {n!r}")
+        if not isinstance(s.get("backups"), list) or not s["backups"]:
+            raise Refused(f"set {n!r} would have no backup pin")
+        for p in [s.get("active")] + s["backups"]:
+            if p in retired:
+                raise Refused(f"pin {p} was retired in set {retired[p]!r} and never comes back")
+    doc["seq"] = store.doc["seq"]
+    from keypin.store import validate
+    try:
+        validate(doc)
+    except (ValueError, KeypinError) as e:
+        raise Refused(f"invalid: {e}")
+    return doc
+
+
+class Updater:
+    def __init__(self, store, path=STATE, log=print):
+        self.store = store
+        self.path = path
+        self.log = log
+        self._fs = store._fs
+        self.refusals = 0  # flash writes of refusals in this boot
+        try:
+            self.state = json.loads(self._fs.read(path))
+        except (OSError, ValueError):  # none yet, or torn: the store's version is what counts
+            self.state = {}
+        if not isinstance(self.state, dict):
+            self.state = {}
+
+    @property
+    def last(self):
+        return self.state.get("last")
+
+    def _save(self, st):
+        fs = self._fs
+        fs.write(self.path + ".new", json.dumps(st).encode())
+        fs.rename(self.path + ".new", self.path)
+
+    def offer(self, data, via="?"):
+        # -> "applied", "current" (this very update is installed) or "refused"
+        if not data:
+            return "current"  # an empty retained message: nothing offered
+        sha = hexlify(hashlib.sha256(bytes(data).split(b"\n", 1)[0]).digest()).decode()
+        st = self.state
+        if sha == st.get("sha") and st.get("version") == self.store.doc["version"]:
+            return "current"
+        try:
+            doc = check(self.store, data)
+        except Refused as e:
+            return self._refused(str(e), data, via)
+        old = self.store.doc.get("signer")
+        self.store.replace(doc)
+        new = {"version": doc["version"], "sha": sha, "refused": st.get("refused", 0),
+               "last": {"version": doc["version"], "ok": True, "reason": "applied", "via": via, "t": _now()}}
+        try:
+            self._save(new)
+        except OSError as e:  # the store already holds the update; the state is advisory
+            self.log(f"update: state not saved: {e}")
+        self.state = new
+        new_signer = "" if doc["signer"] == old else ", signer is now " + doc["signer"]
+        self.log(f"update: applied version {doc['version']} via {via} (seq {self.store.seq}){new_signer}")
+        return "applied"
+
+    def _refused(self, why, data, via):
+        try:
+            v = json.loads(bytes(data).split(b"\n", 1)[0]).get("version")
+        except (ValueError, AttributeError):
+            v = None
+        self.log(f"update: refused{'' if v is None else ' version ' + str(v)} via {via}: {why}")
+        st = dict(self.state)
+        st["refused"] = st.get("refused", 0) + 1
+        last = st.get("last") or {}
+        st["last"] = {"version": v, "ok": False, "reason": why, "via": via, "t": _now()}
+        # flash only when the reason is new, and at most _MAXREF times per boot
+        if (last.get("ok") is False and last.get("version") == v and last.get("reason") == why) \
+                or self.refusals >= _MAXREF:
+            self.state = st
+            return "refused"
+        self.refusals += 1
+        try:
+            self._save(st)
+        except OSError as e:
+            self.log(f"update: state not saved: {e}")
+        self.state = st
+        return "refused"
+
+    def poll(self, url, **kw):
+        # pinned HTTPS: GET url.version (an integer), then url only if it is newer
+        from keypin import https
+        r = https.get(url + ".version", max_body=32, **kw)
+        if r.status != 200:
+            raise KeypinError(f"update: {url}.version answered {r.status}")
+        try:
+            v = int(r.content.strip())
+        except ValueError:
+            raise KeypinError(f"update: {url}.version is not an integer")
+        if v <= self.store.doc["version"]:
+            return "current"
+        r = https.get(url, max_body=MAX_SIZE, **kw)
+        if r.status != 200:
+            raise KeypinError(f"update: {url} answered {r.status}")
+        return self.offer(r.content, "https")
