@@ -42,6 +42,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# 2b. MicroPython ESP32 type stubs for the type check of lib/ (kept out of the .venv).
+STUBS=$BUILD/mpy-stubs
+if [ ! -f "$STUBS/.done-1.29.0.post1" ]; then
+    echo "deps: fetching micropython-esp32-stubs"
+    rm -rf "$STUBS" "$BUILD/stubs-dl"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --target "$BUILD/stubs-dl" \
+        micropython-esp32-stubs==1.29.0.post1 micropython-stdlib-stubs==1.29.0.post2 2>&1 | grep -v "^WARNING: Location" || true
+    mkdir -p "$STUBS"
+    (cd "$BUILD/stubs-dl" && cp -r ./*.pyi _mpy_shed stdlib umqtt "$STUBS"/ && cp stubs/mypy-extensions/*.pyi "$STUBS/stdlib/")
+    rm -rf "$BUILD/stubs-dl"
+    touch "$STUBS/.done-1.29.0.post1"
+fi
+
 # 3. MicroPython's natmod kit (py/dynruntime.mk, mpy_ld.py) from the mpy-cross-v6.3 sdist.
 KIT=$BUILD/mpy-kit
 if [ ! -f "$KIT/micropython/py/dynruntime.mk" ]; then

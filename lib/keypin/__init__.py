@@ -19,7 +19,11 @@ class PinFormatError(KeypinError):
 
 class PinMismatch(KeypinError):
     # the server's key is not trusted: unknown or retired. args[0] is the report.
-    pass
+    host: str
+    port: int
+    pinset: str
+    reason: str
+    chain: list
 
 
 class StoreError(KeypinError):

@@ -57,7 +57,7 @@ class Response:
         self.reason = parts[2].strip().decode() if len(parts) > 2 else ""
         # a genuine application response from the pinned server: commit any rotation
         self.verdict = sock.confirm()
-        h = {}
+        h: dict = {}
         while True:
             ln = _line(sock)
             if ln in (b"\r\n", b"\n"):

@@ -5,13 +5,8 @@
 # is written. A pending rotation is confirmed after a successful CONNACK.
 import sys
 import time
+from random import getrandbits as _rnd
 from keypin import tls as _tls
-
-try:
-    from random import getrandbits as _rnd
-except ImportError:  # pragma: no cover
-    def _rnd(n):
-        return time.ticks_ms() & ((1 << n) - 1)
 
 
 class PinnedSSL:
@@ -62,7 +57,7 @@ class Client:
         old = sys.modules.get("ussl")
         if self.legacy:
             # 1.3.4 does `import ussl; ussl.wrap_socket(sock, **ssl_params)`: make that pinned
-            sys.modules["ussl"] = self.ssl
+            sys.modules["ussl"] = self.ssl  # type: ignore[assignment]
         try:
             r = self.c.connect(clean_session)
         finally:
@@ -81,7 +76,7 @@ class Client:
 
     def ensure(self, tries=5, sleep_ms=None):
         # (re)connect with exponential backoff + jitter; bounded by `tries`
-        last = None
+        last: BaseException = OSError("no connection attempt (tries=%d)" % tries)
         for i in range(tries):
             try:
                 return self.connect()

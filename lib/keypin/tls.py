@@ -15,7 +15,7 @@ BADCERT = const(5)
 _WHY = ("no certificate checked", "active", "backup", "retired key", "unknown key", "malformed certificate")
 
 _store = None
-resolve = {}  # host -> address override (like /etc/hosts), e.g. from config.json
+resolve: dict = {}  # host -> address override (like /etc/hosts), e.g. from config.json
 on_mismatch = None  # optional hook(PinMismatch), e.g. keypin.report.record
 
 
@@ -174,15 +174,8 @@ def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=N
                 return _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata)
             from keypin.tlsx import peercert
             return peercert(ctx.wrap_socket, sock, host, port, store, name, s, chk, cadata)
-        try:
-            import ssl as t2
-        except ImportError:
-            try:
-                import ussl as t2
-            except ImportError:
-                raise Unsupported("this firmware has no TLS module")
-        from keypin.tlsx import peercert
-        return peercert(t2.wrap_socket, sock, host, port, store, name, s, chk, cadata)
+        from keypin.tlsx import legacy_wrap, peercert
+        return peercert(legacy_wrap(), sock, host, port, store, name, s, chk, cadata)
     except BaseException:
         sock.close()
         raise

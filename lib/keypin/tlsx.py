@@ -69,3 +69,17 @@ def peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata):
         ss.close()
         raise
     return PinnedStream(ss, store, name, chk, _pin(chk, s))
+
+
+def legacy_wrap():
+    # wrap_socket of firmware before the tls module (MicroPython < 1.23)
+    try:
+        import ssl
+        return ssl.wrap_socket
+    except ImportError:
+        pass
+    try:
+        import ussl  # type: ignore[import-not-found]
+        return ussl.wrap_socket
+    except ImportError:
+        raise Unsupported("this firmware has no TLS module")
