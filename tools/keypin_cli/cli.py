@@ -5,6 +5,7 @@ import argparse
 import hashlib
 import os
 import shlex
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from . import __version__, board, decide, flash, hook, image, material, pindoc
+from . import __version__, board, decide, flash, hook, image, material, mqttsub, pindoc, reports, signed
 from .errors import CommandError
 from .pins import parse_pin
 from .tlsprobe import fetch_chain
-from .util import is_ip, note, parse_hostport, progress, read_input
+from .util import atomic_write, is_ip, note, parse_hostport, progress, read_input
 
 PROG = "keypin"
 
@@ -309,6 +310,102 @@ def cmd_pinset_list(a) -> int:
         nb = len(s["backups"])
         print(f"{n} {','.join(s['hosts'])} (policy {s.get('policy', 'leaf')}, {nb} backup{'' if nb == 1 else 's'}, "
               f"{len(s['retired'])} retired)")
+    return 0
+
+
+# ------------------------------------------------------------------------ signed updates, signer
+
+
+def cmd_signer_keygen(a) -> int:
+    out = Path(a.out)
+    if out.exists() or out.is_symlink():
+        raise CommandError(f"refusing to overwrite {out} (nothing written)")
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        _write_new(out, pem, 0o600)
+    except FileExistsError:
+        raise CommandError(f"refusing to overwrite {out} (nothing written)") from None
+    print(signed.signer_text(key.public_key()))
+    progress(f"keep {out} offline; next: keypin pinset set-signer --file pins.json --key {out}")
+    return 0
+
+
+def cmd_signer_show(a) -> int:
+    print(signed.resolve_signer(a.key, material.passphrase_from(a.passphrase)))
+    return 0
+
+
+def cmd_pinset_set_signer(a) -> int:
+    pw = material.passphrase_from(a.passphrase)
+    if bool(a.signer) == bool(a.key):
+        raise CommandError("give exactly one of --signer ed25519/... or --key FILE")
+    signer = signed.resolve_signer(a.signer or a.key, pw)
+    doc = pindoc.load(a.file)
+    if doc["signer"] == signer:
+        print(f"{a.file}: signer already {signer}")
+        return 0
+    if doc["signer"] and not a.force:
+        raise CommandError(f"{a.file} already names signer {doc['signer']}; devices provisioned with it only "
+                           "change signer through an update it signs (keypin pinset sign --new-signer ...). "
+                           "Give --force to change the document anyway (for devices provisioned from now on)")
+    doc["signer"] = signer
+    _save(a.file, doc)
+    print(f"signer {signer}")
+    return 0
+
+
+def cmd_pinset_sign(a) -> int:
+    pw = material.passphrase_from(a.passphrase)
+    doc = pindoc.load(a.file)
+    key = signed.load_private(a.key, pw)
+    new_signer = signed.resolve_signer(a.new_signer, pw) if a.new_signer else None
+    data = signed.make_update(doc, a.version, key, new_signer)
+    out = Path(a.out)
+    for p in (out, Path(str(out) + ".version")):
+        if p.exists() and not a.force:
+            raise CommandError(f"{p} exists (use --force to replace it)")
+    atomic_write(str(out), data, 0o644)
+    atomic_write(str(out) + ".version", f"{a.version}\n".encode(), 0o644)
+    # the document now says what the devices will have: the next update needs a newer version
+    doc["version"] = a.version
+    if new_signer:
+        doc["signer"] = new_signer
+    _save(a.file, doc)
+    print(f"signed update version {a.version} ({len(data)} bytes, {len(doc['sets'])} set"
+          f"{'' if len(doc['sets']) == 1 else 's'}) -> {out}, {out}.version")
+    if new_signer:
+        print(f"devices that apply it trust only the new signer {new_signer} from then on")
+    return 0
+
+
+def cmd_reports(a) -> int:
+    ctx = None
+    if a.tls or a.cafile or a.insecure:
+        ctx = ssl.create_default_context(cafile=a.cafile)
+        if a.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    topic = a.topic or f"{a.prefix}/+/reports"
+    try:
+        sub = mqttsub.Subscriber(a.host, a.port, user=a.user, password=a.password, tls=ctx,
+                                 timeout=a.connect_timeout)
+        try:
+            sub.subscribe(topic, a.connect_timeout)
+            progress(f"subscribed to {topic} on {a.host}:{a.port}")
+            n = 0
+            for t, payload, retained in sub.messages(a.count, a.timeout):
+                print(reports.format_message(t, payload, retained), flush=True)
+                n += 1
+        finally:
+            sub.close()
+    except TimeoutError:
+        raise CommandError(f"{a.host}:{a.port} did not answer within {a.connect_timeout:g} s") from None
+    except OSError as e:
+        raise CommandError(f"{a.host}:{a.port}: {e.strerror or e}") from None
+    if a.count and n < a.count:
+        note(f"{n} of {a.count} report message(s) within {a.timeout:g} s")
     return 0
 
 
@@ -629,6 +726,64 @@ def _args_certbot_hook(p):
                         "never served, not even after a restart")
 
 
+def _args_signer(p):
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    sub.required = True
+    for name, fn, helptext, epilog, adder in _SIGNER_ACTIONS:
+        sp = sub.add_parser(name, help=helptext, description=helptext, epilog=epilog, formatter_class=_fmt())
+        adder(sp)
+        sp.set_defaults(func=fn)
+
+
+def _args_signer_keygen(p):
+    p.add_argument("--out", required=True, metavar="FILE", help="the private key (PKCS8 PEM, mode 0600)")
+
+
+def _args_signer_show(p):
+    p.add_argument("--key", required=True, metavar="FILE", help="Ed25519 private or public key")
+    _passphrase(p)
+
+
+def _args_sign(p):
+    p.add_argument("--key", required=True, metavar="FILE", help="the current signer's private key")
+    p.add_argument("--version", required=True, type=int, metavar="V",
+                   help="the update's version: newer than the document's (devices refuse older or equal)")
+    p.add_argument("--new-signer", metavar="SIGNER",
+                   help="rotate the signer: ed25519/<base64> or a key file; later updates need that key")
+    p.add_argument("--out", required=True, metavar="FILE", help="the signed update (and FILE.version)")
+    p.add_argument("--force", action="store_true", help="replace existing --out files")
+    _passphrase(p)
+
+
+def _args_set_signer(p):
+    p.add_argument("--signer", metavar="SIGNER", help="ed25519/<base64> (what keypin signer keygen printed)")
+    p.add_argument("--key", metavar="FILE", help="take it from an Ed25519 private or public key file")
+    p.add_argument("--force", action="store_true", help="replace a signer the document already names")
+    _passphrase(p)
+
+
+def _args_reports(p):
+    p.add_argument("--host", required=True, help="MQTT broker")
+    p.add_argument("--port", type=int, default=1883, help="broker port (default 1883; 8883 with --tls)")
+    p.add_argument("--user", help="broker user name")
+    p.add_argument("--password", help="broker password")
+    p.add_argument("--tls", action="store_true", help="TLS, verified against the system CAs (or --cafile)")
+    p.add_argument("--cafile", metavar="FILE", help="CA certificates for TLS (implies --tls)")
+    p.add_argument("--insecure", action="store_true", help="TLS without verification (implies --tls)")
+    p.add_argument("--prefix", default="keypin", help="the devices' topic_prefix (default keypin)")
+    p.add_argument("--topic", help="subscribe to this topic instead of PREFIX/+/reports")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N messages (default: no limit)")
+    p.add_argument("--timeout", type=float, default=0, metavar="S", help="stop after S seconds (default: never)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+
+
+_SIGNER_ACTIONS = [
+    ("keygen", cmd_signer_keygen, "make the offline Ed25519 key that signs pin-set updates; prints its signer",
+     "example:\n  keypin signer keygen --out /media/offline/signer.key", _args_signer_keygen),
+    ("show", cmd_signer_show, "print the signer (ed25519/<base64>) of a key file",
+     "example:\n  keypin signer show --key /media/offline/signer.key", _args_signer_show),
+]
+
 _PINSET_ACTIONS = [
     ("new", cmd_pinset_new, "create a pin set (and the document if missing)",
      ("example:\n  keypin pinset new --file pins.json --name api --host api.example.com \\\n"
@@ -642,6 +797,11 @@ _PINSET_ACTIONS = [
      "example:\n  keypin pinset show --file pins.json --set api", _args_show),
     ("list", cmd_pinset_list, "one line per set",
      "example:\n  keypin pinset list --file pins.json", _args_none),
+    ("set-signer", cmd_pinset_set_signer, "name the signer whose updates devices provisioned with this file accept",
+     "example:\n  keypin pinset set-signer --file pins.json --key /media/offline/signer.key", _args_set_signer),
+    ("sign", cmd_pinset_sign, "sign the document's sets as a pin-set update (two lines) for the devices",
+     ("example:\n  keypin pinset sign --file pins.json --key /media/offline/signer.key --version 2 "
+      "--out update.txt"), _args_sign),
 ]
 
 COMMANDS = [
@@ -653,7 +813,7 @@ COMMANDS = [
     ("csr", cmd_csr, "make a CSR for a fixed key (for certbot certonly --csr)",
      "example:\n  keypin csr --key keys/primary.key -d api.example.com -d www.example.com --out api.csr",
      _args_csr),
-    ("pinset", None, "edit the pin document: new, add-backup, retire, show, list",
+    ("pinset", None, "edit the pin document: new, add-backup, retire, show, list, set-signer, sign",
      "example:\n  keypin pinset list --file pins.json", _args_pinset),
     ("check", cmd_check, "decide like a device: exit 0 active, 2 backup (rotation), 1 mismatch/retired",
      "example:\n  keypin check --host api.example.com:443 --pinset pins.json", _args_check),
@@ -672,6 +832,11 @@ COMMANDS = [
      ("example:\n  certbot renew --reuse-key --deploy-hook \\\n"
      "      'keypin certbot-hook --pinset /etc/keypin/pins.json --reload \"systemctl reload nginx\"'"),
      _args_certbot_hook),
+    ("signer", None, "the offline Ed25519 key for signed pin-set updates: keygen, show",
+     "example:\n  keypin signer keygen --out /media/offline/signer.key", _args_signer),
+    ("reports", cmd_reports, "subscribe to the devices' pin-failure reports (MQTT) and print them",
+     "example:\n  keypin reports --host mqtt.example.com --port 8883 --tls --user ops --password ...",
+     _args_reports),
 ]
 
 

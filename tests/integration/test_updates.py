@@ -1,0 +1,255 @@
+"""Signed pin-set updates end to end: the device app (a `keypin image` in the Unix port) takes
+updates made by `keypin pinset sign` from real nginx (HTTPS poll: <url>.version, then the update)
+and from a retained message on real mosquitto; it refuses a bad signature, a replayed version, a
+retired pin brought back and a set left without a backup, recording why; the signer rotates."""
+import base64
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.realservers import Mosquitto, Nginx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KEYPIN = str(ROOT / ".venv/bin/keypin")
+HOST = "device.example.test"
+DEV = "dev-7"
+FLEET = "f1"
+PINS_TOPIC = f"keypin/fleet/{FLEET}/pins"
+
+
+def signer_of(key):
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519/" + base64.b64encode(raw).decode()
+
+
+def write_key(path, key):
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def raw_update(key, version, sets, signer=None):
+    """An update signed by `key` without the CLI's checks (for the updates the CLI refuses to make)."""
+    body = {"format": "keypin-pins/1", "version": version, "signer": signer or signer_of(key), "sets": sets}
+    line = json.dumps(body).encode()
+    return line + b"\ned25519:" + base64.b64encode(key.sign(line)) + b"\n"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("updates")
+    ca = CA("Updates")
+    keys = {n: new_key() for n in ("active", "b0", "b1", "b2", "b3")}
+    signers = {n: ed25519.Ed25519PrivateKey.generate() for n in ("s1", "s2", "evil")}
+    return {"dir": d, "files": {"active": ca.write_chain(d, "active", keys["active"], HOST)},
+            "pins": {n: pin(k) for n, k in keys.items()}, "signers": signers,
+            "keyfiles": {n: write_key(d / f"{n}.key", k) for n, k in signers.items()}}
+
+
+def fleet_set(p, active="active", backups=("b0", "b1"), retired=()):
+    return {"hosts": [HOST], "active": p[active], "backups": [p[b] for b in backups],
+            "retired": [p[r] for r in retired], "policy": "leaf"}
+
+
+@pytest.fixture(scope="module")
+def image(pki):
+    d = pki["dir"]
+    (d / "pins-src.json").write_bytes(pin_document({"fleet": fleet_set(pki["pins"])},
+                                                   signer=signer_of(pki["signers"]["s1"])))
+    (d / "config-src.json").write_text(json.dumps({"device_id": DEV}))
+    out = d / "image"
+    r = subprocess.run([KEYPIN, "image", "--out", str(out), "--arch", "x64", "--config", str(d / "config-src.json"),
+                        "--pins", str(d / "pins-src.json")], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "lib/keypin/update.mpy").exists() and (out / "lib/keypin/ed25519.mpy").exists()
+    return out
+
+
+@pytest.fixture(scope="module")
+def servers(pki):
+    crt, key = pki["files"]["active"]
+    ng = Nginx(pki["dir"], str(crt), str(key))
+    mq = Mosquitto(pki["dir"], str(crt), str(key), users={"dev": "secret"})
+    yield ng, mq
+    ng.stop()
+    mq.stop()
+
+
+def device(image, tmp_path, servers, https=True, mqtt_update=True, name="update.txt"):
+    ng, mq = servers
+    d = tmp_path / "device"
+    shutil.copytree(image, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update({"mqtt": {"host": HOST, "port": mq.port, "user": "dev", "password": "secret", "tries": 2},
+                "hosts": {HOST: "127.0.0.1"}, "pins": "pins.json", "period": 1, "update": {}})
+    if https:
+        cfg["update"]["url"] = f"https://{HOST}:{ng.port}/files/{name}"
+    if mqtt_update:
+        cfg["update"]["fleet"] = FLEET
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def run_cycle(d, cycles=1):
+    """main.run(cycles) in the Unix port -> (good cycles, output). A retained MQTT message arrives
+    some time after the connection: MQTT cases run two cycles (the app polls in between)."""
+    env = dict(os.environ, MICROPYPATH=f".frozen:{d}/lib:{ROOT}/build/umqtt-pypi")
+    p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-c",
+                        f"import main\nprint('GOOD', main.run(cycles={cycles}))"],
+                       check=False, cwd=d, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return int(p.stdout.strip().splitlines()[-1].split()[-1]), p.stdout
+
+
+def serve(ng, name, data, version):
+    (ng.root / name).write_bytes(data)
+    (ng.root / (name + ".version")).write_text(f"{version}\n")
+
+
+def retain(mq, data):
+    mq.publish(PINS_TOPIC, data, retain=True)
+
+
+def state(d):
+    return json.loads((d / "keypin-state.json").read_text())
+
+
+def sign_with_cli(pki, tmp_path, version, sets, signer="s1", new_signer=None, doc_version=0):
+    """keypin pinset set-signer + pinset sign, as an operator does."""
+    src = tmp_path / f"ops-{version}.json"
+    src.write_bytes(pin_document(sets, version=doc_version))
+    r = subprocess.run([KEYPIN, "pinset", "set-signer", "--file", str(src), "--key", str(pki["keyfiles"][signer])],
+                       check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / f"update-{version}.txt"
+    argv = [KEYPIN, "pinset", "sign", "--file", str(src), "--key", str(pki["keyfiles"][signer]),
+            "--version", str(version), "--out", str(out)]
+    if new_signer:
+        argv += ["--new-signer", str(pki["keyfiles"][new_signer])]
+    r = subprocess.run(argv, check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / f"update-{version}.txt.version").read_text() == f"{version}\n"
+    return out.read_bytes()
+
+
+def test_update_over_https_applied_then_only_the_version_is_polled(image, tmp_path, servers, pki):
+    ng, mq = servers
+    p = pki["pins"]
+    data = sign_with_cli(pki, tmp_path, 1, {"fleet": fleet_set(p, backups=("b0", "b1", "b2"))})
+    serve(ng, "https-1.txt", data, 1)
+    d = device(image, tmp_path, servers, mqtt_update=False, name="https-1.txt")
+    sub = mq.subscriber(f"keypin/{DEV}/status", count=1, timeout=30)
+    good, out = run_cycle(d)
+    assert good == 1, out
+    assert "update: applied version 1 via https" in out
+    doc = read_document(d / "pins.json")
+    assert doc["version"] == 1 and doc["sets"]["fleet"]["backups"] == [p["b0"], p["b1"], p["b2"]]
+    assert doc["signer"] == signer_of(pki["signers"]["s1"])
+    st = json.loads(sub.result()[0][1])
+    assert st["version"] == 1 and st["last_update"]["ok"] is True and st["last_update"]["via"] == "https"
+    assert state(d)["last"]["version"] == 1
+    reqs = [r["request"] for r in ng.requests() if "https-1.txt" in r.get("request", "")]
+    assert reqs == ["GET /files/https-1.txt.version HTTP/1.1", "GET /files/https-1.txt HTTP/1.1"], reqs
+    # next cycle: the small version check only; no download, no flash write
+    before = {n: (d / n).read_bytes() for n in ("pins.json", "keypin-state.json")}
+    good, out = run_cycle(d)
+    assert good == 1 and "update:" not in out, out
+    reqs = [r["request"] for r in ng.requests() if "https-1.txt" in r.get("request", "")]
+    assert reqs[2:] == ["GET /files/https-1.txt.version HTTP/1.1"], reqs
+    assert {n: (d / n).read_bytes() for n in before} == before
+
+
+def test_update_over_mqtt_retained_applied_once(image, tmp_path, servers, pki):
+    _, mq = servers
+    p = pki["pins"]
+    retain(mq, sign_with_cli(pki, tmp_path, 3, {"fleet": fleet_set(p, backups=("b0", "b2"))}))
+    d = device(image, tmp_path, servers, https=False)
+    good, out = run_cycle(d, 2)
+    assert good == 2, out
+    assert out.count("update: applied version 3 via mqtt") == 1, out
+    doc = read_document(d / "pins.json")
+    assert doc["version"] == 3 and doc["sets"]["fleet"]["backups"] == [p["b0"], p["b2"]]
+    # the retained message comes again at every connect: nothing happens, nothing is written
+    before = (d / "pins.json").read_bytes(), (d / "keypin-state.json").read_bytes()
+    good, out = run_cycle(d, 2)
+    assert good == 2 and "update:" not in out, out
+    assert ((d / "pins.json").read_bytes(), (d / "keypin-state.json").read_bytes()) == before
+    retain(mq, b"")  # clear the retained update for the other tests
+
+
+REFUSALS = ["bad-signature", "replay", "retired", "no-backup"]
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refused_updates_record_why(image, tmp_path, servers, pki, case):
+    ng, mq = servers
+    p = pki["pins"]
+    s1, evil = pki["signers"]["s1"], pki["signers"]["evil"]
+    via = "mqtt" if case in ("bad-signature", "retired") else "https"
+    name = f"refuse-{case}.txt"
+    d = device(image, tmp_path, servers, https=via == "https", mqtt_update=via == "mqtt", name=name)
+    if case == "bad-signature":
+        data, want = raw_update(evil, 5, {"fleet": fleet_set(p)}, signer=signer_of(s1)), "bad signature"
+    elif case == "replay":
+        # version 2 is applied; then the server offers the older version 1 again
+        serve(ng, name, raw_update(s1, 2, {"fleet": fleet_set(p, backups=("b0", "b1", "b2"))}), 2)
+        good, out = run_cycle(d)
+        assert "update: applied version 2 via https" in out, out
+        data, want = raw_update(s1, 1, {"fleet": fleet_set(p, backups=("b3",))}), "not newer than the device's 2"
+    elif case == "retired":
+        # backup b0 was retired on the device (ks.retire); an update brings it back
+        doc = read_document(d / "pins.json")
+        doc["sets"]["fleet"] = fleet_set(p, backups=("b1",), retired=("b0",))
+        (d / "pins.json").write_bytes(pin_document(doc["sets"], seq=5, signer=doc["signer"]))
+        data, want = raw_update(s1, 1, {"fleet": fleet_set(p, backups=("b1", "b0"))}), "retired"
+    else:
+        data, want = raw_update(s1, 1, {"fleet": {**fleet_set(p, backups=()), "allow_no_backup": True}}), "no backup"
+    before = (d / "pins.json").read_bytes()
+    if via == "mqtt":
+        retain(mq, data)
+    else:
+        # the version file says "newer" so the update is fetched; the signed body decides
+        serve(ng, name, data, 9)
+    sub = mq.subscriber(f"keypin/{DEV}/status", count=2, timeout=30)
+    try:
+        good, out = run_cycle(d, 2 if via == "mqtt" else 1)
+    finally:
+        if via == "mqtt":
+            retain(mq, b"")
+    assert good == (2 if via == "mqtt" else 1), out  # a refused update does not stop the device
+    assert "update: refused version" in out and want in out, out
+    assert (d / "pins.json").read_bytes() == before
+    last = state(d)["last"]
+    assert last["ok"] is False and want in last["reason"] and last["via"] == via, last
+    msgs = [json.loads(m) for _, m in sub.result()]
+    if via == "https":  # checked before the MQTT connection: in this cycle's status already
+        assert msgs[-1]["last_update"]["reason"] == last["reason"]
+
+
+def test_signer_rotation(image, tmp_path, servers, pki):
+    ng, _ = servers
+    p = pki["pins"]
+    sets = {"fleet": fleet_set(p)}
+    d = device(image, tmp_path, servers, mqtt_update=False, name="rot.txt")
+    # version 1, signed by s1, names s2 as the signer from now on
+    serve(ng, "rot.txt", sign_with_cli(pki, tmp_path, 1, sets, new_signer="s2"), 1)
+    good, out = run_cycle(d)
+    assert good == 1
+    assert "update: applied version 1 via https" in out and "signer is now " + signer_of(pki["signers"]["s2"]) in out
+    assert read_document(d / "pins.json")["signer"] == signer_of(pki["signers"]["s2"])
+    # s1 is no longer trusted
+    serve(ng, "rot.txt", raw_update(pki["signers"]["s1"], 2, {"fleet": fleet_set(p, backups=("b0", "b2"))}), 2)
+    good, out = run_cycle(d)
+    assert good == 1 and "bad signature" in out and read_document(d / "pins.json")["version"] == 1
+    # s2 is
+    serve(ng, "rot.txt", sign_with_cli(pki, tmp_path, 2, {"fleet": fleet_set(p, backups=("b0", "b2"))},
+                                       signer="s2", doc_version=1), 2)
+    good, out = run_cycle(d)
+    assert good == 1 and "update: applied version 2 via https" in out, out
+    assert read_document(d / "pins.json")["sets"]["fleet"]["backups"] == [p["b0"], p["b2"]]

@@ -1,0 +1,44 @@
+"""Pin-failure reports as devices publish them (keypin.report): one readable block per message."""
+from __future__ import annotations
+
+import datetime
+import json
+
+
+def _when(t) -> str:
+    if not isinstance(t, (int, float)):
+        return "time unknown"
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_message(topic: str, payload: bytes, retained: bool) -> str:
+    tag = "  [retained: sent before you subscribed]" if retained else ""
+    try:
+        msg = json.loads(payload)
+        reports = msg["reports"]
+        if not isinstance(reports, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return f"{topic}: not a keypin report batch ({len(payload)} bytes): {payload[:200]!r}{tag}"
+    dev = msg.get("device", "?")
+    dropped = msg.get("dropped", 0)
+    lines = [f"{topic}: {len(reports)} pin failure report{'' if len(reports) == 1 else 's'} from {dev}"
+             + (f", {dropped} more dropped (ring full)" if dropped else "") + tag]
+    for i, r in enumerate(reports, 1):
+        if not isinstance(r, dict):
+            lines.append(f"  report {i}: malformed: {r!r}")
+            continue
+        lines.append(f"  report {i}: {_when(r.get('t'))}  {r.get('host')}:{r.get('port')}  set {r.get('set')}: "
+                     f"{r.get('reason')}")
+        chain = r.get("chain") or []
+        for j, (d, p) in enumerate(x for x in chain if isinstance(x, list) and len(x) == 2):
+            lines.append(f"    {'presented:' if j == 0 else '':10} depth {d} {p}")
+        if not chain:
+            lines.append("    presented: (no certificate)")
+        pins = r.get("pins") or {}
+        if pins:
+            lines.append(f"    {'pinned:':10} active {pins.get('active')}")
+            for k, p in enumerate(pins.get("backups") or [], 1):
+                lines.append(f"    {'':10} backup {k} {p}")
+        lines.append(f"    {'firmware:':10} {r.get('fw', '?')}")
+    return "\n".join(lines)
