@@ -53,7 +53,7 @@ class App:
             r = r if isinstance(r, dict) else {}
             self.reports = Ring(r.get("path", "keypin-reports.json"), store, r.get("size", 8),
                                 r.get("min_interval", 300), r.get("max_writes", 4))
-            tls.on_mismatch = self.reports.record
+            tls.on_mismatch = self.reports.record  # type: ignore[assignment]
 
     def _note(self, stream_verdict):
         if stream_verdict == "rotated":
@@ -113,21 +113,21 @@ class App:
 
     def publish_reports(self):
         # the failure reports, after a pinned connection; cleared once the broker has them (QoS 1)
-        r = self.reports
-        if r is None or not r.pending():
+        r, mq = self.reports, self.mq
+        if r is None or mq is None or not r.pending():
             return
         n = len(r.items)
         try:
-            self.mq.publish(self.report_topic, r.payload(self.dev), retain=True, qos=1)
+            mq.publish(self.report_topic, r.payload(self.dev), retain=True, qos=1)
             r.clear()
         except Exception as e:  # noqa: BLE001 -- one log line, the device keeps running
             self._fail("mqtt report publish", e)
-            self.mq.close()
+            mq.close()
             return
         log(f"mqtt: {n} pin-failure report(s) published to {self.report_topic} and cleared")
 
     def on_cmd(self, topic, msg):
-        if self.pins_topic and topic == self.pins_topic.encode():
+        if self.updater and self.pins_topic and topic == self.pins_topic.encode():
             try:
                 self.updater.offer(msg, "mqtt")
             except Exception as e:  # noqa: BLE001 -- inside umqtt's callback: never raise
@@ -172,7 +172,7 @@ class App:
     def update_check(self):
         # pinned HTTPS: GET <url>.version, then the signed update only when it is newer
         u = self.cfg.get("update") or {}
-        if not u.get("url") or time.time() < self.next_update:
+        if not self.updater or not u.get("url") or time.time() < self.next_update:
             return None
         self.next_update = time.time() + u.get("interval", 0)
         try:

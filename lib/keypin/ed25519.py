@@ -16,20 +16,25 @@ _BY = const(46316835694926478169428394003475163141307993866256225615783033603165
 _M64 = const(0xFFFFFFFFFFFFFFFF)
 
 try:
-    pow(2, 2, 5)
-    _pw = pow
+    _POW3 = pow(2, 2, 5) == 4
 except (TypeError, NotImplementedError):  # firmware built without three-argument pow
-    def _pw(b, e, m):
-        r = 1
-        while e:
-            if e & 1:
-                r = r * b % m
-            b = b * b % m
-            e >>= 1
-        return r
+    _POW3 = False
+
+
+def _pw(b, e, m):
+    if _POW3:
+        return pow(b, e, m)
+    r = 1
+    while e:
+        if e & 1:
+            r = r * b % m
+        b = b * b % m
+        e >>= 1
+    return r
+
 
 # ---- SHA-512 ----
-_K = None  # 80 round constants and 8 initial values, made on first use (cube/square roots)
+_K: list = []  # 80 round constants and 8 initial values, made on first use (cube/square roots)
 
 
 def _root(n, k, x):
@@ -42,18 +47,18 @@ def _root(n, k, x):
 
 
 def _consts():
-    global _K
-    pr = []
+    pr: list = []
     n = 2
     while len(pr) < 80:
         if all(n % q for q in pr):
             pr.append(n)
         n += 1
-    _K = [_root(q << 192, 3, 8 << 64) & _M64 for q in pr] + [_root(q << 128, 2, 5 << 64) & _M64 for q in pr[:8]]
+    _K.extend(_root(q << 192, 3, 8 << 64) & _M64 for q in pr)
+    _K.extend(_root(q << 128, 2, 5 << 64) & _M64 for q in pr[:8])
 
 
 def _sha512(m):
-    if _K is None:
+    if not _K:
         _consts()
     K = _K
     M = _M64

@@ -29,7 +29,7 @@ def _now():
     t = time.time()
     if time.gmtime(0)[0] == 2000:
         t += 946684800
-    return t if t > 1700000000 else None
+    return int(t) if t > 1700000000 else None
 
 
 def signer_key(signer):
