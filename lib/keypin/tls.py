@@ -182,6 +182,11 @@ def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=N
 
 
 def _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata):
+    if chk.any and not cadata:
+        # Without a trust anchor mbedTLS (CERT_OPTIONAL) does not enforce the chain's
+        # signatures: a replayed intermediate certificate over a rogue leaf would match.
+        raise Unsupported("set %r has policy 'any': it needs CA+pin mode (connect(..., cadata=CA))"
+                          " so that the chain up to the pinned key is verified" % name)
     if cadata:
         ctx.verify_mode = t.CERT_REQUIRED
         try:
@@ -195,8 +200,10 @@ def _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata):
     try:
         ss = ctx.wrap_socket(sock, server_hostname=host)
     except (OSError, ValueError) as e:
-        if chk.decision not in (ACTIVE, BACKUP):
+        if chk.decision >= RETIRED:  # the callback refused the key
             raise _fail(chk, host, port, name, s)
+        # otherwise the handshake failed for its own reasons (timeout, EOF, protocol,
+        # an unparsable certificate, CA verification): no pin verdict, report what happened
         if isinstance(e, ValueError):  # mbedTLS reports X.509 verification (CA+pin mode) so
             raise CertError("certificate verification failed for %s:%d:%s" % (host, port, e))
         raise  # keys matched but TLS failed, e.g. a server without the key's private half

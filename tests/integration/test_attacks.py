@@ -168,7 +168,7 @@ def run_raw(n, attack, tmp_path, pki, kinds, timeout=10, **raw):
     return r, srv
 
 
-REFUSED = ("PinMismatch", "CertError", "OSError")  # any refusal; rows name the one expected
+REFUSED = ("PinMismatch", "CertError", "OSError", "Unsupported")  # any refusal; rows name the one expected
 
 
 # ---------------------------------------------------------------- the attacks
@@ -282,9 +282,12 @@ def test_14_pin_beyond_checked_depth_policy_any(tmp_path, pki):
     k = pki["keys"]
     keys = [k["evil"]] + [new_key() for _ in range(8)]
     keys[8] = k["active"]
-    crt, key = ap.write_pair(tmp_path, "deep9", ap.chain(keys, HOST), k["evil"])
-    r = run_tls(14, "9-deep chain, pin at depth 8 (policy any)", tmp_path, pki, crt, key, ("PinMismatch",),
-                policy="any")
+    certs = ap.chain(keys, HOST)
+    crt, key = ap.write_pair(tmp_path, "deep9", certs, k["evil"])
+    top = tmp_path / "deep9-top.pem"
+    top.write_bytes(ap.pem(certs[-1:]))  # policy any needs CA+pin mode: the chain's own top as anchor
+    r = run_tls(14, "9-deep chain, pin at depth 8 (policy any, CA+pin)", tmp_path, pki, crt, key,
+                ("PinMismatch",), policy="any", cadata=top)
     assert r["reason"] == "unknown key" and "deeper certificates not checked" in r["msg"]
 
 
@@ -336,12 +339,12 @@ def test_19_policy_any_ca_mode_rogue_leaf(tmp_path, pki):
             store_kw={"active": pin(ca.int_key), "backups": [pki["pins"]["b0"]]})
 
 
-BUG_ANY = ("keypin bug: with policy 'any' in pin-only mode (no cadata) mbedTLS runs with CERT_OPTIONAL, "
-           "so chain signatures are not enforced; a rogue leaf naming the pinned intermediate as issuer, "
-           "sent with the (public) intermediate certificate, matches the pin at depth 1")
+# Found by this matrix and fixed: with policy 'any' in pin-only mode (no cadata) mbedTLS runs with
+# CERT_OPTIONAL and does not enforce chain signatures, so a rogue leaf sent with the (public) pinned
+# intermediate certificate matched at depth 1. keypin now refuses policy 'any' without cadata
+# (keypin.Unsupported, before any byte is sent).
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_ANY)
 def test_20_policy_any_pin_only_rogue_leaf_replayed_intermediate(tmp_path, pki):
     ca, k = pki["ca"], pki["keys"]
     rogue = ap.rogue_under(ca.inter, k["evil"], HOST)
@@ -350,7 +353,6 @@ def test_20_policy_any_pin_only_rogue_leaf_replayed_intermediate(tmp_path, pki):
             policy="any", store_kw={"active": pin(ca.int_key), "backups": [pki["pins"]["b0"]]})
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_ANY + " (here the backup intermediate: a forced rotation)")
 def test_21_policy_any_pin_only_forced_rotation(tmp_path, pki):
     # backup 0 is a second intermediate CA key whose certificate is public; the attacker replays it
     ca, k = pki["ca"], pki["keys"]
@@ -361,13 +363,10 @@ def test_21_policy_any_pin_only_forced_rotation(tmp_path, pki):
             policy="any", store_kw={"active": pin(ca.int_key), "backups": [pki["pins"]["b0"]]})
 
 
-BUG_KIND = ("keypin bug: when the handshake fails before the verify callback ran (socket timeout, EOF, "
-            "protocol version, unparsable certificate, oversized or too deep chain), tls._handshake_cb "
-            "raises PinMismatch('no certificate checked') and drops the OSError; README: transport failures "
-            "stay OSError (and on_mismatch/app.last_failure record a pin failure that was not one)")
+# Found by this matrix and fixed: a handshake that failed before the verify callback ran (timeout,
+# EOF, protocol version, unparsable certificate) was reported as PinMismatch; it is the OSError now.
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_KIND)
 def test_22_stall_is_reported_as_a_transport_error(tmp_path, pki):
     store = make_store(tmp_path, pki)
     with RawTLSServer("stall") as srv:

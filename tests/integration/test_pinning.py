@@ -140,15 +140,20 @@ def test_backup_certificate_without_its_private_key(tmp_path, pki):
 def test_policy_any_with_intermediate_pin(tmp_path, pki):
     ca = pki["ca"]
     ipin = pin(ca.int_key)
+    cadata = pki["dir"] / "ca.pem"
     store = make_store(tmp_path, pki, policy="any", active=ipin,
                        backups=[pki["pins"]["b0"]], retired=[])
     with serve(pki, "unknown") as srv:  # any leaf key under the pinned intermediate
-        r = client(store, srv.port)
+        r = client(store, srv.port, cadata=cadata)
+        # without a trust anchor the chain's signatures are not enforced: refused outright
+        r2 = client(store, srv.port)
     assert r["ok"] and r["verdict"] == "active", r
+    assert not r2["ok"] and r2["error"] == "Unsupported" and "CA+pin mode" in r2["msg"], r2
     store2 = make_store(tmp_path, pki, policy="leaf", active=ipin, backups=[pki["pins"]["b0"]], retired=[])
     with serve(pki, "unknown") as srv:
-        r = client(store2, srv.port)
+        r = client(store2, srv.port, cadata=cadata)
     assert not r["ok"] and r["error"] == "PinMismatch"
+    assert srv.received == b"ping\n"  # only the policy-any CA+pin connection sent anything
 
 
 def test_ca_plus_pin_mode(tmp_path, pki):
