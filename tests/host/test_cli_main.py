@@ -6,7 +6,7 @@ from keypin_cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALL = ["pin", "keygen", "csr", "pinset", "check", "image", "deploy", "provision", "status", "flash",
-       "certbot-hook"]
+       "certbot-hook", "signer", "reports"]
 
 
 def test_help_lists_all_subcommands(kp):
@@ -23,7 +23,7 @@ def test_every_subcommand_help_has_an_example(kp):
         assert r.rc == 0, name
         assert "example" in r.out and f"keypin {name}" in r.out.split("example", 1)[1] or name == "certbot-hook"
     assert "keypin certbot-hook --pinset" in kp("certbot-hook", "--help").out
-    for action in ("new", "add-backup", "retire", "show", "list"):
+    for action in ("new", "add-backup", "retire", "show", "list", "set-signer", "sign"):
         r = kp("pinset", action, "--help")
         assert r.rc == 0 and f"example:\n  keypin pinset {action} " in r.out, action
 
