@@ -4,16 +4,16 @@
 # root, x = 0 with the sign bit set, and (by comparing canonical encodings) any R that is
 # not the canonical encoding of [S]B - [k]A. Cofactorless check, like OpenSSL.
 # MicroPython has no SHA-512: _sha512 below is the FIPS 180-4 one, tested against hashlib.
-from micropython import const
-
-_P = const(57896044618658097711785492504343953926634992332820282019728792003956564819949)
-_L = const(7237005577332262213973186563042994240857116359379907606001950938285454250989)
-_D = const(37095705934669439343138083508754565189542113879843219016388785533085940283555)
-_D2 = const(16295367250680780974490674513165176452449235426866156013048779062215315747161)
-_I = const(19681161376707505956807079304988542015446066515923890162744021073123829784752)
-_BX = const(15112221349535400772501151409588531511454012693041857206046113283949847762202)
-_BY = const(46316835694926478169428394003475163141307993866256225615783033603165251855960)
-_M64 = const(0xFFFFFFFFFFFFFFFF)
+# Big constants are plain globals, not const(): a const big int would be copied into the
+# bytecode at every use.
+_P = 57896044618658097711785492504343953926634992332820282019728792003956564819949
+_L = 7237005577332262213973186563042994240857116359379907606001950938285454250989
+_D = 37095705934669439343138083508754565189542113879843219016388785533085940283555
+_D2 = 16295367250680780974490674513165176452449235426866156013048779062215315747161
+_I = 19681161376707505956807079304988542015446066515923890162744021073123829784752
+_BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
+_BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+_M64 = 0xFFFFFFFFFFFFFFFF
 
 try:
     _POW3 = pow(2, 2, 5) == 4
@@ -34,9 +34,6 @@ def _pw(b, e, m):
 
 
 # ---- SHA-512 ----
-_K: list = []  # 80 round constants and 8 initial values, made on first use (cube/square roots)
-
-
 def _root(n, k, x):
     # integer k-th root of n (k = 2 or 3), Newton from x >= the root
     while True:
@@ -47,49 +44,67 @@ def _root(n, k, x):
 
 
 def _consts():
+    # the 80 round constants and 8 initial values (cube and square roots of the first primes),
+    # made per hash and not kept: 88 big ints cost more RAM than the ~1 ms to make them
     pr: list = []
     n = 2
     while len(pr) < 80:
         if all(n % q for q in pr):
             pr.append(n)
         n += 1
-    _K.extend(_root(q << 192, 3, 8 << 64) & _M64 for q in pr)
-    _K.extend(_root(q << 128, 2, 5 << 64) & _M64 for q in pr[:8])
+    m = _M64
+    return [_root(q << 192, 3, 8 << 64) & m for q in pr] + [_root(q << 128, 2, 5 << 64) & m for q in pr[:8]]
 
 
-def _sha512(m):
-    if not _K:
-        _consts()
-    K = _K
+def _block(h, b, w, K):
     M = _M64
-    n = len(m)
-    m = bytes(m) + b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
+    for i in range(16):
+        w[i] = int.from_bytes(b[8 * i:8 * i + 8], "big")
+    for i in range(16, 80):
+        x = w[i - 15]
+        y = w[i - 2]
+        s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
+        s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
+        w[i] = (w[i - 16] + s0 + s1 + w[i - 7]) & M
+    a, b, c, d, e, f, g, hh = h
+    for i in range(80):
+        s1 = ((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))
+        t1 = (hh + (s1 & M) + ((e & f) ^ ((e ^ M) & g)) + K[i] + w[i]) & M
+        s0 = ((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))
+        t2 = ((s0 & M) + ((a & b) ^ (a & c) ^ (b & c))) & M
+        hh = g
+        g = f
+        f = e
+        e = (d + t1) & M
+        d = c
+        c = b
+        b = a
+        a = (t1 + t2) & M
+    for i, v in enumerate((a, b, c, d, e, f, g, hh)):
+        h[i] = (h[i] + v) & M
+
+
+def _sha512(*parts):
+    # SHA-512 of the concatenated parts, block by block: the message is never copied whole
+    K = _consts()
     h = K[80:]
     w = [0] * 80
-    for o in range(0, len(m), 128):
-        for i in range(16):
-            w[i] = int.from_bytes(m[o + 8 * i:o + 8 * i + 8], "big")
-        for i in range(16, 80):
-            x = w[i - 15]
-            y = w[i - 2]
-            s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
-            s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
-            w[i] = (w[i - 16] + s0 + s1 + w[i - 7]) & M
-        a, b, c, d, e, f, g, hh = h
-        for i in range(80):
-            s1 = ((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))
-            t1 = (hh + (s1 & M) + ((e & f) ^ ((e ^ M) & g)) + K[i] + w[i]) & M
-            s0 = ((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))
-            t2 = ((s0 & M) + ((a & b) ^ (a & c) ^ (b & c))) & M
-            hh = g
-            g = f
-            f = e
-            e = (d + t1) & M
-            d = c
-            c = b
-            b = a
-            a = (t1 + t2) & M
-        h = [(u + v) & M for u, v in zip(h, (a, b, c, d, e, f, g, hh))]
+    n = 0
+    for p in parts:
+        n += len(p)
+    buf = bytearray(128)
+    fill = 0
+    for p in parts + (b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big"),):
+        mv = memoryview(p)
+        i = 0
+        while i < len(mv):
+            k = min(128 - fill, len(mv) - i)
+            buf[fill:fill + k] = mv[i:i + k]
+            fill += k
+            i += k
+            if fill == 128:
+                _block(h, buf, w, K)
+                fill = 0
     return b"".join(x.to_bytes(8, "big") for x in h)
 
 
@@ -163,7 +178,7 @@ def verify(public_key, message, signature):
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:
         return False
-    k = int.from_bytes(_sha512(signature[:32] + public_key + bytes(message)), "little") % _L
+    k = int.from_bytes(_sha512(signature[:32], public_key, message), "little") % _L
     # [s]B + [k](-A), both scalars at once (Straus/Shamir), then compare with R's bytes
     na = (_P - a[0], a[1], 1, _P - a[3])
     b = (_BX, _BY, 1, _BX * _BY % _P)
