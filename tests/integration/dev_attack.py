@@ -1,7 +1,9 @@
 # Device side of test_attacks.py (runs in the Unix port).
-#   dev_attack.py STORE HOST PORT [cadata=FILE] [timeout=S]
+#   dev_attack.py STORE HOST PORT [cadata=FILE] [timeout=S] [update=URL state=FILE]
 # One pinned connection attempt to 127.0.0.1:PORT for HOST, as the device would make it; if the
 # handshake succeeds it behaves like the protocol layers (send a line, read the reply, confirm).
+# With update=URL: keypin.update.Updater(store, state).poll(URL) instead (a signed pin update
+# fetched over pinned HTTPS), reporting its outcome.
 # Prints one JSON line: the outcome, the error class/message/errno, the time taken, the
 # process's open file descriptors before and after, and every write/rename/remove of the
 # pin store's file layer.
@@ -100,6 +102,16 @@ out = {"connected": False, "sent": 0}
 fd0 = fds()
 t0 = time.ticks_ms()
 try:
+    if "update" in opt:
+        # a pin update fetched over pinned HTTPS from the (genuine) server: the attack is the payload
+        from keypin import tls as _t
+        from keypin.update import Updater
+        _t.resolve[host] = "127.0.0.1"
+        u = Updater(st, path=opt["state"], log=lambda m: None)
+        out["update"] = u.poll(opt["update"], timeout=timeout)
+        out["update_last"] = u.last
+        out["store_version"] = PinStore(store_path).doc["version"]
+        raise SystemExit
     s = keypin.connect(host, port, timeout=timeout, cadata=cadata, addr="127.0.0.1")
     out["connected"] = True
     out["verdict"] = s.verdict
@@ -109,6 +121,8 @@ try:
         out["after"] = s.confirm()
     finally:
         s.close()
+    out["error"] = None
+except SystemExit:
     out["error"] = None
 except keypin.KeypinError as e:
     out["error"] = type(e).__name__

@@ -7,6 +7,7 @@ counts writes/renames/removes, and the device's open file descriptors are counte
 after (the socket was closed). The table is written to build/attack-matrix.txt and shown in
 pytest's terminal summary.
 """
+import base64
 import json
 import pathlib
 import ssl
@@ -14,10 +15,13 @@ import subprocess
 import time
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from helpers import attackpki as ap
 from helpers.mismatched import MismatchedServer
 from helpers.pki import CA, new_key, pin, pin_document
 from helpers.rawtls import RawTLSServer
+from helpers.realservers import Nginx
 from helpers.servers import TLSServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -40,8 +44,8 @@ def _table():
 
     out = [fmt(head), "-+-".join("-" * n for n in w)] + [fmt(x) for x in lines]
     bad = sum(1 for r in rows if r["result"] != "PASS")
-    out.append(f"{len(rows)} attacks: {len(rows) - bad} ended with no connection, no application byte and "
-               f"no pin state change; {bad} did not")
+    out.append(f"{len(rows)} attacks: {len(rows) - bad} refused with no pin state change (TLS attacks: no "
+               f"connection, no application byte; update attacks: refused payload), {bad} not")
     return out
 
 
@@ -79,19 +83,22 @@ def pki(tmp_path_factory):
     return {"dir": d, "ca": ca, "keys": keys, "files": files, "pins": {n: pin(k) for n, k in keys.items()}}
 
 
-def make_store(tmp_path, pki, policy="leaf", active=None, backups=None):
+def api_set(pki, policy="leaf", active=None, backups=None):
     p = pki["pins"]
-    sets = {"api": {"hosts": [HOST], "active": active or p["active"],
-                    "backups": backups if backups is not None else [p["b0"], p["b1"]],
-                    "retired": [p["retired"]], "policy": policy}}
+    return {"hosts": [HOST], "active": active or p["active"],
+            "backups": backups if backups is not None else [p["b0"], p["b1"]],
+            "retired": [p["retired"]], "policy": policy}
+
+
+def make_store(tmp_path, pki, policy="leaf", active=None, backups=None, **doc):
     path = tmp_path / "pins.json"
-    path.write_bytes(pin_document(sets))
+    path.write_bytes(pin_document({"api": api_set(pki, policy, active, backups)}, **doc))
     return path
 
 
-def device(store, port, timeout=10, cadata=None):
+def device(store, port, timeout=10, cadata=None, extra=()):
     argv = [str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_attack.py"), str(store), HOST, str(port),
-            f"timeout={timeout}"] + ([f"cadata={cadata}"] if cadata else [])
+            f"timeout={timeout}"] + ([f"cadata={cadata}"] if cadata else []) + list(extra)
     p = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -373,3 +380,77 @@ def test_22_stall_is_reported_as_a_transport_error(tmp_path, pki):
         r = device(store, srv.port, timeout=2)
     assert not r["connected"]
     assert r["error"] == "OSError" and r["errno"] == 110, r
+
+
+# ---------------------------------------------------------------- signed pin updates (keypin.update)
+
+def signer_of(key):
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519/" + base64.b64encode(raw).decode()
+
+
+def signed_update(key, version, sets, signer):
+    line = json.dumps({"format": "keypin-pins/1", "version": version, "signer": signer, "sets": sets}).encode()
+    return line + b"\ned25519:" + base64.b64encode(key.sign(line)) + b"\n"
+
+
+@pytest.fixture(scope="module")
+def web(pki, tmp_path_factory):
+    crt, key = pki["files"]["active"]
+    ng = Nginx(tmp_path_factory.mktemp("attack-web"), str(crt), str(key))
+    yield ng
+    ng.stop()
+
+
+def run_update(n, attack, tmp_path, pki, web, signer, data, claimed_version):
+    """The device (store version 3, signer s1) polls a pin update over pinned HTTPS from the genuine
+    server, which serves what an attacker put there; it must refuse it and keep its pins."""
+    store = make_store(tmp_path, pki, version=3, signer=signer_of(signer))
+    before = store.read_bytes()
+    name = f"update-{n}.txt"
+    (web.root / name).write_bytes(data)
+    (web.root / f"{name}.version").write_text(f"{claimed_version}\n")
+    r = device(store, web.port, extra=[f"update=https://{HOST}:{web.port}/files/{name}",
+                                       f"state={tmp_path / 'keypin-state.json'}"])
+    pin_ops = [o for o in r["fs_ops"] if "/pins.json" in o]
+    siblings = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name + "."))
+    unchanged = store.read_bytes() == before and not pin_ops and not siblings
+    last = r.get("update_last") or {}
+    ok = r["error"] is None and r.get("update") == "refused" and unchanged and r.get("store_version") == 3
+    ROWS.append({"n": n, "attack": attack,
+                 "outcome": f"update {r.get('update')}: {str(last.get('reason'))[:36]}" if r["error"] is None
+                 else f"{r['error']} {r.get('msg', '')[:40]}",
+                 "tls": "- (genuine server)", "hs": "-", "app": "GET only", "fds": f"{r['fds_before']}->{r['fds_after']}",
+                 "pins": "unchanged" if unchanged else "CHANGED: " + ", ".join(o.rsplit("/", 1)[-1] for o in pin_ops),
+                 "result": "PASS" if ok else "FAIL"})
+    assert r["error"] is None, r
+    assert r["update"] == "refused", r
+    assert store.read_bytes() == before and pin_ops == [] and siblings == [], (pin_ops, siblings)
+    assert r["store_version"] == 3
+    assert r["fds_after"] == r["fds_before"]
+    return last
+
+
+@pytest.fixture(scope="module")
+def signers():
+    return {n: ed25519.Ed25519PrivateKey.generate() for n in ("s1", "evil")}
+
+
+def test_23_forged_pin_update(tmp_path, pki, web, signers):
+    # the attacker's own key signs a newer update that moves the device to its key
+    p = pki["pins"]
+    sets = {"api": {"hosts": [HOST], "active": p["evil"], "backups": [p["unknown"]], "retired": [],
+                    "policy": "leaf"}}
+    data = signed_update(signers["evil"], 4, sets, signer_of(signers["s1"]))
+    last = run_update(23, "forged pin update (attacker-signed, v4)", tmp_path, pki, web, signers["s1"], data, 4)
+    assert last["reason"].startswith("bad signature"), last
+
+
+def test_24_replayed_older_signed_update(tmp_path, pki, web, signers):
+    # a genuine update, signed by the device's signer, but older (version 2) than what it has (3)
+    p = pki["pins"]
+    sets = {"api": {"hosts": [HOST], "active": p["active"], "backups": [p["retired"], p["b0"]], "retired": [],
+                    "policy": "leaf"}}
+    data = signed_update(signers["s1"], 2, sets, signer_of(signers["s1"]))
+    last = run_update(24, "replayed older signed update (v2 < v3)", tmp_path, pki, web, signers["s1"], data, 99)
+    assert "not newer" in last["reason"], last

@@ -1,0 +1,26 @@
+"""tools/fleet.py with 20 devices: every device rotates to backup 0, none is bricked, the rogue
+broker holding the retired key is never accepted."""
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_fleet_of_20(tmp_path):
+    png, js = tmp_path / "fleet.png", tmp_path / "fleet.json"
+    p = subprocess.run([sys.executable, str(ROOT / "tools/fleet.py"), "20", "--workers", "2", "--png", str(png),
+                        "--json", str(js), "--max-seconds", "120"], check=False, capture_output=True, text=True,
+                       timeout=180)
+    last = p.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"fleet: (\d+) devices, (\d+) rotated, (\d+) bricked, (\d+) rogue-accepted, (\d+) s", last)
+    assert m, p.stdout + p.stderr
+    n, rotated, bricked, accepted, _ = map(int, m.groups())
+    assert (n, rotated, bricked, accepted) == (20, 20, 0, 0), p.stdout
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = json.loads(js.read_text())
+    assert r["rogue_attempts"] >= 2 * 20  # every device met the rogue twice, after its rotation
+    assert len(r["rotated_at_s"]) == 20 and min(r["rotated_at_s"]) >= r["switch_s"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
