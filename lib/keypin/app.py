@@ -102,13 +102,16 @@ class App:
                 "last_update": self.updater.last if self.updater else None}
 
     def publish_status(self):
+        mq = self.mq
+        if mq is None:
+            return False
         try:
-            self.mq.publish(self.status_topic, json.dumps(self.status()), retain=True)
+            mq.publish(self.status_topic, json.dumps(self.status()), retain=True)
             log("mqtt: status published to", self.status_topic)
             return True
         except Exception as e:
             self._fail("mqtt publish", e)
-            self.mq.close()
+            mq.close()
             return False
 
     def publish_reports(self):
@@ -143,11 +146,14 @@ class App:
             log("unknown command %r" % cmd)
 
     def poll(self):
+        mq = self.mq
+        if mq is None:
+            return
         try:
-            self.mq.check_msg()
+            mq.check_msg()
         except Exception as e:
             self._fail("mqtt poll", e)
-            self.mq.close()
+            mq.close()
 
     # ---- HTTPS ----
     def checkin(self):

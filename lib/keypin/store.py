@@ -72,7 +72,7 @@ def validate(doc):
     sets = doc.get("sets")
     if not isinstance(sets, dict):
         raise ValueError("sets must be an object")
-    seen = {}
+    seen: dict = {}
     for name, s in sets.items():
         check_name(name)
         try:
@@ -116,12 +116,12 @@ class PinStore:
         self.path = path
         self._fs = fs or _FS()
         self._dig = {}
-        self.doc = None
+        self.doc: dict = {}
         self.load()
 
     # ---- persistence ----
     def load(self):
-        best = None
+        best: dict | None = None
         errs = []
         present = 0
         for p in (self.path, self.path + ".old", self.path + ".new"):
@@ -193,59 +193,20 @@ class PinStore:
         return d
 
     # ---- mutations (each one atomic document replace) ----
+    # ---- edits from the REPL or the CLI: the code lives in keypin.storeedit, loaded on use ----
     def put(self, name, hosts, active, backups, *, policy="leaf", allow_no_backup=False):
-        try:
-            check_name(name)
-        except ValueError as e:
-            raise StoreError(str(e))
-        doc = self._copy()
-        old = doc["sets"].get(name)
-        retired = old["retired"] if old else []
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        s = {"hosts": [h.lower() for h in hosts], "active": active, "backups": list(backups),
-             "retired": list(retired), "policy": policy}
-        if allow_no_backup:
-            s["allow_no_backup"] = True
-        for p in [active] + list(backups):
-            if p in retired:
-                raise StoreError("pin %s was retired in set %r and is never trusted again" % (p, name))
-        try:
-            validate_set(s)
-        except ValueError as e:
-            raise StoreError("set %r: %s" % (name, e))
-        doc["sets"][name] = s
-        self._try(doc)
+        from keypin.storeedit import put
+        put(self, name, hosts, active, backups, policy, allow_no_backup)
 
     def add_backup(self, name, pin):
-        parse_pin(pin)
-        doc = self._copy()
-        s = self._set(doc, name)
-        if pin in s["retired"]:
-            raise StoreError("pin %s was retired in set %r and is never trusted again" % (pin, name))
-        if pin == s["active"] or pin in s["backups"]:
-            raise StoreError("pin %s is already in set %r" % (pin, name))
-        s["backups"].append(pin)
-        self._try(doc)
+        from keypin.storeedit import add_backup
+        add_backup(self, name, pin)
 
     def retire(self, name, pin, force=False):
-        doc = self._copy()
-        s = self._set(doc, name)
-        if pin == s["active"]:
-            if not s["backups"]:
-                raise StoreError("cannot retire the only key of set %r" % name)
-            s["active"] = s["backups"].pop(0)
-        elif pin in s["backups"]:
-            s["backups"].remove(pin)
-        else:
-            raise StoreError("pin %s is not active or a backup in set %r" % (pin, name))
-        if not s["backups"]:
-            if not force and not s.get("allow_no_backup"):
-                raise StoreError("retiring %s leaves set %r without a backup; force=True to insist" % (pin, name))
-            s["allow_no_backup"] = True
-        s["retired"].append(pin)
-        self._try(doc)
+        from keypin.storeedit import retire
+        retire(self, name, pin, force)
 
+    # ---- mutations the device makes itself (each one atomic document replace) ----
     def rotate(self, name, k, pin):
         # commit a confirmed move to backup k (whose pin is `pin`): the old active and
         # backups before k are retired. Returns False if the store already moved on.
