@@ -1,0 +1,132 @@
+# Device side of test_faults.py: power cuts at every write step of every flash mutation
+# (store edits, rotation commit, signed-update apply, report ring write and clear). After each
+# cut the state must be exactly the old or the new one, no retired pin may be lost, and the
+# device must still connect to the real server (a TLS server on loopback).
+#   dev_faults.py WORKDIR PORT_ACTIVE PORT_B0 PIN_ACTIVE PIN_B0 PIN_B1
+import sys
+import os
+import json
+
+sys.path.insert(0, sys.argv[0].rsplit("/", 2)[0] + "/device")
+import keypin  # noqa: E402
+from dev_store import FaultFS, PowerCut  # noqa: E402
+from dev_update import K1, signer_of, upd, P  # noqa: E402
+from keypin.store import PinStore  # noqa: E402
+from keypin.update import Updater  # noqa: E402
+from keypin.report import Ring  # noqa: E402
+
+W, PA, PB = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+A, B0, B1 = sys.argv[4], sys.argv[5], sys.argv[6]
+HOST = "device.example.test"
+from keypin import tls  # noqa: E402
+
+tls.resolve[HOST] = "127.0.0.1"
+_n = [0]
+
+
+def fresh():
+    _n[0] += 1
+    d = "%s/f%d" % (W, _n[0])
+    os.mkdir(d)
+    return d
+
+
+def base():
+    # a store with a previous generation on flash and a provisioned signer
+    d = fresh()
+    st = PinStore(d + "/pins.json")
+    st.put("api", [HOST], A, [B0, B1])
+    st.retire("api", B1, force=True)  # B1 retired: it must never be lost
+    st.add_backup("api", P(77))
+    doc = dict(st.doc)
+    doc["signer"] = signer_of(K1)
+    st.replace(doc)
+    return d
+
+
+def ring(d, fs=None):
+    return Ring(d + "/keypin-reports.json", None, size=4, min_interval=0, max_writes=99, fs=fs)
+
+
+class _E:
+    host, port, pinset, reason, chain = HOST, 443, "api", "unknown key", [(0, P(66))]
+
+
+UPDATE = upd(K1, 5, {"api": {"hosts": [HOST], "active": A, "backups": [B0, P(78)], "retired": [],
+                             "policy": "leaf"}})
+
+
+def m_ring_write(d, fs):
+    ring(d, fs).record(_E())
+
+
+def m_ring_clear(d, fs):
+    r = ring(d, fs)
+    r.clear()
+
+
+MUT = (
+    ("store put (new set)", lambda d, fs: PinStore(d + "/pins.json", fs=fs).put("web", ["w"], P(20), [P(21)]), PA),
+    ("store add_backup", lambda d, fs: PinStore(d + "/pins.json", fs=fs).add_backup("api", P(79)), PA),
+    ("store retire", lambda d, fs: PinStore(d + "/pins.json", fs=fs).retire("api", P(77)), PA),
+    ("rotation commit", lambda d, fs: PinStore(d + "/pins.json", fs=fs).rotate("api", 0, B0), PB),
+    ("signed update apply", lambda d, fs: Updater(PinStore(d + "/pins.json", fs=fs), d + "/keypin-state.json",
+                                                  log=lambda *a: None).offer(UPDATE), PA),
+    ("report ring write", m_ring_write, PA),
+    ("report ring clear", m_ring_clear, PA),
+)
+
+
+def snapshot(d):
+    st = PinStore(d + "/pins.json")
+    r = ring(d)
+    return json.dumps([st.doc["version"], st.doc["sets"], r.items, r.dropped])
+
+
+def copy(src, dst):
+    for n in os.listdir(src):
+        with open(src + "/" + n, "rb") as f:
+            data = f.read()
+        with open(dst + "/" + n, "wb") as f:
+            f.write(data)
+
+
+out = {"cuts": {}, "third": [], "lost": [], "noconnect": []}
+for name, fn, port in MUT:
+    b = base()
+    if name == "report ring clear":
+        ring(b).record(_E())  # something to clear
+    old = snapshot(b)
+    ref = fresh()
+    copy(b, ref)
+    fn(ref, None)
+    new = snapshot(ref)
+    if new == old:
+        out["third"].append(name + ": the mutation changed nothing")
+    k = 1
+    while True:
+        d = fresh()
+        copy(b, d)
+        fs = FaultFS(k)
+        try:
+            fn(d, fs)
+            done = True
+        except PowerCut:
+            done = False
+        got = snapshot(d)
+        if got not in (old, new):
+            out["third"].append("%s step %d: %s" % (name, k, got))
+        st = PinStore(d + "/pins.json")
+        if B1 not in st.get("api")["retired"]:
+            out["lost"].append("%s step %d" % (name, k))
+        try:
+            s = keypin.connect(HOST, port, store=st, timeout=10)
+            s.close()  # no confirm: the check must not write
+        except Exception as e:
+            out["noconnect"].append("%s step %d: %r" % (name, k, e))
+        if done:
+            break
+        out["cuts"][name] = k
+        k += 1
+out["total"] = sum(out["cuts"].values())
+print(json.dumps(out))
