@@ -1,10 +1,11 @@
 # The device application: pinned MQTTS status + commands, HTTPS check-in on a schedule.
 # main.py calls run(); tests call run(cycles=1). Every failure is one log line.
+import json
 import sys
 import time
-import json
+
 import keypin
-from keypin import tls, config
+from keypin import config, tls
 
 _boot = time.time()
 
@@ -123,7 +124,7 @@ class App:
         try:
             mq.publish(self.report_topic, r.payload(self.dev), retain=True, qos=1)
             r.clear()
-        except Exception as e:  # noqa: BLE001 -- one log line, the device keeps running
+        except Exception as e:  # one log line, the device keeps running
             self._fail("mqtt report publish", e)
             mq.close()
             return
@@ -133,7 +134,7 @@ class App:
         if self.updater and self.pins_topic and topic == self.pins_topic.encode():
             try:
                 self.updater.offer(msg, "mqtt")
-            except Exception as e:  # noqa: BLE001 -- inside umqtt's callback: never raise
+            except Exception as e:  # inside umqtt's callback: never raise
                 log("update via mqtt failed:", _one_line(e))
             return
         cmd = msg.decode().strip()
@@ -184,7 +185,7 @@ class App:
         try:
             return self.updater.poll(u["url"], store=self.store, timeout=u.get("timeout", 10),
                                      cadata=self.cadata)
-        except Exception as e:  # noqa: BLE001 -- one log line, the device keeps running
+        except Exception as e:  # one log line, the device keeps running
             self._fail("update check", e)
             return False
 

@@ -1,6 +1,7 @@
 # Device configuration (config.json): load, validate, save power-safely.
 import json
 import os
+
 from keypin import KeypinError
 
 PATH = "config.json"

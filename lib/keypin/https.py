@@ -1,6 +1,7 @@
 # Pinned HTTPS/1.1 client over keypin.connect. Small on purpose: Host, Content-Length,
 # chunked responses, streaming bodies, redirects only to pinned hosts (at most 3).
 from micropython import const
+
 from keypin import KeypinError
 from keypin.tls import connect
 
@@ -151,6 +152,10 @@ class Response:
             self.close()
         return self._body
 
+    def read_all(self):
+        # the whole body now (bounded by max_body), so the connection can close
+        return self.content
+
     @property
     def text(self):
         return self.content.decode()
@@ -199,7 +204,7 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
                 method, data = "GET", None
             continue
         if not stream:
-            r.content
+            r.read_all()
         return r
     raise HTTPError("more than %d redirects" % _MAXREDIR)
 

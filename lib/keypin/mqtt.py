@@ -6,6 +6,7 @@
 import sys
 import time
 from random import getrandbits as _rnd
+
 from keypin import tls as _tls
 
 
@@ -131,5 +132,5 @@ class Client:
         try:
             if self.c.sock:
                 self.c.sock.close()
-        except Exception:
-            pass
+        except OSError as e:  # already broken: nothing more to release
+            self.log("mqtt: close: %s" % e)

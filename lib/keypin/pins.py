@@ -1,5 +1,6 @@
 # Pin text <-> digest: "sha256/" + base64 of the 32-byte SPKI SHA-256.
 from binascii import a2b_base64, b2a_base64
+
 from keypin import PinFormatError
 
 _PREFIX = "sha256/"

@@ -3,6 +3,7 @@
 # architecture, else the pure-Python reference (keypin.spkiref: same grammar, same error
 # codes as firmware/spki/spki_core.c). IMPL says which.
 from micropython import const
+
 from keypin import CertError
 from keypin.pins import format_pin
 
@@ -45,7 +46,8 @@ try:
     _sha = _n.sha256
     _fnd = _n.find
 except ImportError:
-    from keypin.spkiref import python_find as _fnd, python_sha256 as _sha
+    from keypin.spkiref import python_find as _fnd
+    from keypin.spkiref import python_sha256 as _sha
 
     IMPL = "python"
 

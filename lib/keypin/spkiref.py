@@ -1,8 +1,9 @@
 # The pure-Python reference for keypin.spki: the same strict DER grammar and the same
 # error codes as firmware/spki/spki_core.c. Loaded only when the native module is not
 # there (or for python_* comparisons), so devices with the native module never hold it.
-from micropython import const
 import hashlib
+
+from micropython import const
 
 ERR_EMPTY = const(-1)
 ERR_TRUNC = const(-2)

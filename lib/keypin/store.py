@@ -1,11 +1,12 @@
 # Pin sets on flash: one document (docs/pin-document.md), written power-safely.
 # Write: path.new, then path -> path.old, then path.new -> path (rename is atomic
 # on LittleFS). Load: the valid copy with the highest seq among the three.
+import hashlib
 import json
 import os
-import hashlib
 from binascii import hexlify
-from keypin import StoreError, PinFormatError
+
+from keypin import PinFormatError, StoreError
 from keypin.pins import parse_pin
 
 FORMAT = "keypin-pins/1"
@@ -58,7 +59,7 @@ def decode(data):
 
 def _pins(lst, what):
     if not isinstance(lst, list):
-        raise ValueError("%s must be a list" % what)
+        raise ValueError("%s must be a list" % what)  # noqa: TRY004 (bad document data, not a caller's type)
     for p in lst:
         parse_pin(p)
 
@@ -71,7 +72,7 @@ def validate(doc):
             raise ValueError("bad %s" % k)
     sets = doc.get("sets")
     if not isinstance(sets, dict):
-        raise ValueError("sets must be an object")
+        raise ValueError("sets must be an object")  # noqa: TRY004 (bad document data, not a caller's type)
     seen: dict = {}
     for name, s in sets.items():
         check_name(name)
@@ -92,7 +93,7 @@ def check_name(name):
 
 def validate_set(s):
     if not isinstance(s, dict):
-        raise ValueError("a pin set must be an object")
+        raise ValueError("a pin set must be an object")  # noqa: TRY004 (bad document data, not a caller's type)
     hosts = s.get("hosts")
     if not isinstance(hosts, list) or not hosts:
         raise ValueError("hosts must be a non-empty list")

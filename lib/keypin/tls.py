@@ -1,7 +1,9 @@
 # Pinned TLS: the verify callback decides inside the handshake.
-from micropython import const
 import socket
-from keypin import StoreError, Unsupported, CertError
+
+from micropython import const
+
+from keypin import CertError, StoreError, Unsupported
 from keypin.spki import sha256_into
 
 _MAXD = const(8)  # per-depth slots; deeper certificates are not hashed
@@ -52,8 +54,7 @@ class Checker:
     def cb(self, cert, depth):
         try:
             self.calls += 1
-            if depth > self.depth:
-                self.depth = depth
+            self.depth = max(self.depth, depth)
             if depth < _MAXD:
                 self.codes[depth] = sha256_into(cert, self.slots[depth])
             if depth:
@@ -231,7 +232,7 @@ def _fail(chk, host, port, name, s):
 
 def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, addr=None):
     # addr: connect to this address instead of resolving host (host still drives SNI and pins)
-    store, name, s = _lookup(store, host, pinset)
+    store, name, _ = _lookup(store, host, pinset)
     ai = socket.getaddrinfo(addr or resolve.get(host) or host, port, 0, socket.SOCK_STREAM)[0]
     sock = socket.socket(ai[0], socket.SOCK_STREAM)
     try:

@@ -4,7 +4,7 @@
 from keypin import PinMismatch, Unsupported
 from keypin.pins import format_pin
 from keypin.spki import error_text
-from keypin.tls import _WHY, ACTIVE, BACKUP, PinnedStream, _pin, _fail
+from keypin.tls import _WHY, ACTIVE, BACKUP, PinnedStream, _fail, _pin
 
 
 def chain(chk):
