@@ -45,7 +45,7 @@ def connect(i, port):
         return v
     except keypin.PinMismatch as e:
         return f"PinMismatch({e.reason})"
-    except Exception as e:  # noqa: BLE001 - every outcome is reported
+    except Exception as e:  # noqa: BLE001, RUF100 - every outcome is reported
         return f"{type(e).__name__}({e.args[0] if e.args else ''})"
     finally:
         c.close()

@@ -51,7 +51,7 @@ def https_once():
             if r.status == 200 and r.content == b'{"ok": true}\n':
                 return True
             note(ValueError("status"), "https")
-        except Exception as e:  # noqa: BLE001 - OSError, PinMismatch, HTTPError: retry, bounded
+        except Exception as e:  # noqa: BLE001, RUF100 - OSError, PinMismatch, HTTPError: retry, bounded
             note(e, "https")
         stat["retries"] += 1
         time.sleep_ms(100 * (attempt + 1))
@@ -65,7 +65,7 @@ def mqtt_once(i):
             c.publish(b"keypin/soak", b"%d" % i, tries=4)
             c.disconnect()
             return True
-        except Exception as e:  # noqa: BLE001 - retried, bounded
+        except Exception as e:  # noqa: BLE001, RUF100 - retried, bounded
             note(e, "mqtt")
             c.close()
         stat["retries"] += 1
