@@ -58,5 +58,14 @@ flash: deps
 	@test -n "$(PORT)" -a -n "$(FIRMWARE)" || { echo "flash: give PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-....bin" >&2; exit 1; }
 	@$(VENV)/bin/keypin flash --port $(PORT) --firmware $(FIRMWARE)
 
+# 2,000 HTTPS + MQTTS cycles in one device process, servers restarted every 200 cycles.
+soak: natmod
+	@$(PY) tools/soak.py
+
+# N simulated devices rotating to backup 0 on one mosquitto, a rogue broker with the old key.
+N ?= 1000
+fleet: natmod
+	@$(PY) tools/fleet.py $(N)
+
 clean:
 	rm -rf build/natmod build/image-* firmware/spki/keypin_spki.mpy

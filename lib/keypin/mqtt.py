@@ -61,6 +61,11 @@ class Client:
             sys.modules["ussl"] = self.ssl  # type: ignore[assignment]
         try:
             r = self.c.connect(clean_session)
+        except BaseException:
+            # umqtt made the socket before failing (TCP refused, TLS or CONNACK error): release
+            # it, or every failed attempt leaks a descriptor (lwIP has about 10)
+            self.close()
+            raise
         finally:
             if self.legacy:
                 if old is None:
@@ -129,8 +134,9 @@ class Client:
 
     def close(self):
         self.connected = False
+        s, self.c.sock = self.c.sock, None
         try:
-            if self.c.sock:
-                self.c.sock.close()
+            if s:
+                s.close()
         except OSError as e:  # already broken: nothing more to release
             self.log("mqtt: close: %s" % e)

@@ -2,10 +2,8 @@
 import json
 import pathlib
 import subprocess
-import time
 
 import pytest
-
 from helpers.pki import CA, new_key, pin, pin_document, read_document
 from helpers.realservers import Mosquitto
 from helpers.servers import TLSServer
@@ -45,7 +43,7 @@ def dev(st, port, gen, sc="publish", flag=None, background=False):
         argv.append(str(flag))
     if background:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+    p = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -108,3 +106,21 @@ def test_backoff_is_exponential_with_jitter():
         d = min(60, 1 << i) * 1000
         assert d // 2 <= v <= d, (i, v)
     assert int(distinct) > 10  # jitter
+
+
+def test_failed_connects_leak_no_socket(tmp_path, pki):
+    """Every failed attempt (TCP refused) releases its socket: a broker outage must not use up
+    the board's sockets (lwIP has about 10)."""
+    st = store(tmp_path, pki)
+    script = ("import gc, os, sys\nfrom keypin import mqtt\nfrom keypin.store import PinStore\n"
+              "c = mqtt.Client(b'x', 'device.example.test', 1, store=PinStore(sys.argv[1]), addr='127.0.0.1',"
+              " log=lambda m: None)\n"
+              "n = len(os.listdir('/proc/self/fd'))\n"
+              "try:\n    c.ensure(tries=8, sleep_ms=lambda d: None)\nexcept OSError:\n    pass\n"
+              "gc.collect()\nprint(n, len(os.listdir('/proc/self/fd')), c.failures)\n")
+    f = tmp_path / "leak.py"
+    f.write_text(script)
+    p = subprocess.run([str(ROOT / "tools/upy"), str(f), str(st)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    before, after, failures = map(int, p.stdout.split())
+    assert failures == 8 and after == before, p.stdout
