@@ -7,7 +7,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers.vectors import write_vectors  # noqa: E402
+from helpers.vectors import write_vectors
 
 
 @pytest.fixture(scope="session")

@@ -203,8 +203,8 @@ def heap_bisect(work, crt, key, lk, servers, rows):
             hi = mid
         else:
             lo = mid
-    rows.append(("device cycle", "one main.py cycle (HTTPS update version check, MQTTS status, HTTPS "
-                 f"check-in) passes with -X heapsize={hi}k, fails with {lo}k"))
+    rows.append(("device cycle", ("one main.py cycle (HTTPS update version check, MQTTS status, HTTPS "
+                                  f"check-in) passes with -X heapsize={hi}k, fails with {lo}k")))
     ng.stop()
     mq.stop()
     return hi

@@ -5,11 +5,11 @@
 #   bench_dev.py handshake STORE PORT N
 #   bench_dev.py writes STORE PORT     flash writes per connect (instrumented file layer)
 #   bench_dev.py ed25519 N
-import sys
 import gc
-import json
-import time
 import hashlib
+import json
+import sys
+import time
 
 
 def med(v):
@@ -25,8 +25,8 @@ def _batch(fn, arg, n):
 
 
 def spki(paths):
-    from keypin import spki as S
     import keypin_spki as N
+    from keypin import spki as S
     out = []
     for p in paths:
         with open(p, "rb") as f:
@@ -50,8 +50,8 @@ def spki(paths):
 
 
 def alloc(path):
-    from keypin.tls import Checker
     from keypin import spki as S
+    from keypin.tls import Checker
     with open(path, "rb") as f:
         der = f.read()
     mv = memoryview(der)
@@ -76,8 +76,9 @@ def alloc(path):
 
 def handshake(store, port, n):
     import socket
-    import tls
+
     import keypin
+    import tls
     from keypin.tls import wrap
     keypin.use_store(store)
     addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
@@ -109,7 +110,7 @@ def handshake(store, port, n):
 
 def writes(store, port):
     import builtins
-    import os
+
     import keypin
     from keypin import https, tls
     from keypin.store import PinStore

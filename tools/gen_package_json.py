@@ -9,7 +9,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from keypin_cli import __version__  # noqa: E402
+from keypin_cli import __version__
 
 
 def package_json():

@@ -1,6 +1,7 @@
 # Device tests for keypin.setup (the serial-REPL configuration) and keypin.config.
-import os
 import json
+import os
+
 import keypin
 import keypin.setup as ks
 

@@ -3,18 +3,20 @@
 # module on the path and without it (pure-Python reference).
 import os
 import struct
+
 import keypin
-from keypin import spki, pins
+from keypin import pins, spki
 
 _V = os.getenv("KEYPIN_VECTORS")
 
 
 def _vectors():
     out = []
-    for line in open(_V + "/index.txt"):
-        n, p = line.split()
-        with open(_V + "/" + n + ".der", "rb") as f:
-            out.append((n, f.read(), p))
+    with open(_V + "/index.txt") as index:
+        for line in index:
+            n, p = line.split()
+            with open(_V + "/" + n + ".der", "rb") as f:
+                out.append((n, f.read(), p))
     return out
 
 

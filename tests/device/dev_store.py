@@ -1,8 +1,9 @@
 # Device tests for keypin.store: API rules, corruption, and power cuts at every step.
-import os
 import json
+import os
+
 import keypin
-from keypin.store import PinStore, _FS, encode
+from keypin.store import _FS, PinStore, encode
 
 TMP = os.getenv("KEYPIN_TMP")
 _n = [0]
@@ -91,7 +92,8 @@ def test_rotate_moves_and_retires():
 
 
 def _corrupt(path, how):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         if how == "flip":
             b = bytearray(data)

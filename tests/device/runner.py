@@ -1,8 +1,8 @@
 # Device-test runner, run in the Unix port by tests/test_device.py:
 #   tools/upy tests/device/runner.py dev_spki [test_name ...]
 # Prints one line per test: "KPTEST PASS name" or "KPTEST FAIL name: error".
-import sys
 import io
+import sys
 
 sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])
 mod = __import__(sys.argv[1])

@@ -7,13 +7,15 @@ tlslite-ng, a real TLS implementation in Python, which does not check the pairin
 import socket
 import threading
 
-from tlslite import HandshakeSettings, TLSConnection, X509, X509CertChain
+from tlslite import X509, HandshakeSettings, TLSConnection, X509CertChain
+from tlslite.errors import BaseTLSException
 from tlslite.utils.keyfactory import parsePEMKey
 
 
 class MismatchedServer:
     def __init__(self, certfile, keyfile):
-        pems = open(certfile).read().split("-----END CERTIFICATE-----")
+        with open(certfile) as f:
+            pems = f.read().split("-----END CERTIFICATE-----")
         certs = []
         for p in pems:
             if "BEGIN CERTIFICATE" in p:
@@ -21,7 +23,8 @@ class MismatchedServer:
                 x.parse(p + "-----END CERTIFICATE-----\n")
                 certs.append(x)
         self.chain = X509CertChain(certs)
-        self.key = parsePEMKey(open(keyfile).read(), private=True)
+        with open(keyfile) as f:
+            self.key = parsePEMKey(f.read(), private=True)
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(4)
@@ -38,7 +41,7 @@ class MismatchedServer:
         while not self._stop.is_set():
             try:
                 c, _ = self.lsock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             c.settimeout(5)
             try:
@@ -52,7 +55,7 @@ class MismatchedServer:
                     if not d:
                         break
                     self.app_bytes += len(d)
-            except Exception as e:
+            except (BaseTLSException, OSError) as e:  # handshake aborted by the client, timeouts, resets
                 self.errors.append(repr(e))
             finally:
                 c.close()

@@ -59,11 +59,12 @@ def pin_document(sets, seq=1, version=0, signer=None):
 
 
 def read_document(path):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     line, tail = data.split(b"\n", 1)
     assert tail == b"sha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n"
     return json.loads(line)
 
 
-__all__ = ["CA", "pin", "pin_document", "read_document", "key_pem", "cert_pem", "new_key", "x509",
-           "datetime"]
+__all__ = ["CA", "cert_pem", "datetime", "key_pem", "new_key", "pin", "pin_document", "read_document",
+           "x509"]

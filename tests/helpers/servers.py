@@ -33,7 +33,7 @@ class TLSServer:
         while not self._stop.is_set():
             try:
                 c, _ = self.lsock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.accepted += 1
             c.settimeout(5)
@@ -50,7 +50,7 @@ class TLSServer:
                         while b"\n" in buf:
                             line, buf = buf.split(b"\n", 1)
                             s.sendall(b"OK " + line + b"\n")
-            except Exception as e:  # handshake refused by the client, timeouts, resets
+            except OSError as e:  # handshake refused by the client (ssl.SSLError), timeouts, resets
                 self.errors.append(repr(e))
             finally:
                 c.close()

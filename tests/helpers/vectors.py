@@ -176,7 +176,7 @@ def malformed(vectors):
             (1, "length of 5 bytes", b"\x30\x85\x00\x00\x00\x01\x00\x00"),
             (1, "high-tag-number form", b"\x3f\x01\x00"),
             (1, "length beyond buffer", b"\x30\x84\x7f\xff\xff\xff\x30\x00")]
-    by = dict((n, d) for n, d, _ in vectors)
+    by = {n: d for n, d, _ in vectors}
     for vname in ("leaf_ec256", "leaf_rsa2048", "v1_no_extensions"):
         d = by[vname]
         for i in range(len(d)):

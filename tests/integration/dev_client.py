@@ -2,10 +2,11 @@
 #   dev_client.py STORE HOST PORT MODE [CADATA_FILE]
 # MODE: confirm | noconfirm | ping. Prints one JSON line with the outcome, the store's
 # seq, active pin and the number of flash writes (file layer instrumented).
-import sys
 import json
+import sys
+
 import keypin
-from keypin.store import PinStore, _FS
+from keypin.store import _FS, PinStore
 
 
 class CountFS(_FS):

@@ -3,22 +3,22 @@
 # cut the state must be exactly the old or the new one, no retired pin may be lost, and the
 # device must still connect to the real server (a TLS server on loopback).
 #   dev_faults.py WORKDIR PORT_ACTIVE PORT_B0 PIN_ACTIVE PIN_B0 PIN_B1
-import sys
-import os
 import json
+import os
+import sys
 
 sys.path.insert(0, sys.argv[0].rsplit("/", 2)[0] + "/device")
-import keypin  # noqa: E402
-from dev_store import FaultFS, PowerCut  # noqa: E402
-from dev_update import K1, signer_of, upd, P  # noqa: E402
-from keypin.store import PinStore  # noqa: E402
-from keypin.update import Updater  # noqa: E402
-from keypin.report import Ring  # noqa: E402
+import keypin
+from dev_store import FaultFS, PowerCut
+from dev_update import K1, P, signer_of, upd
+from keypin.report import Ring
+from keypin.store import PinStore
+from keypin.update import Updater
 
 W, PA, PB = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 A, B0, B1 = sys.argv[4], sys.argv[5], sys.argv[6]
 HOST = "device.example.test"
-from keypin import tls  # noqa: E402
+from keypin import tls
 
 tls.resolve[HOST] = "127.0.0.1"
 _n = [0]

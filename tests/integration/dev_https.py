@@ -1,9 +1,10 @@
 # Device side of test_https.py: runs one HTTP scenario and prints a JSON line.
 #   dev_https.py STORE PORT SCENARIO [ARG]
-import sys
-import json
 import hashlib
+import json
+import sys
 from binascii import hexlify
+
 import keypin
 from keypin import https, tls
 

@@ -2,10 +2,11 @@
 #   dev_mqtt.py STORE PORT GEN SCENARIO [FLAGFILE]
 # GEN: legacy (PyPI umqtt.simple 1.3.4) | current (stand-in for micropython-lib >= 1.4)
 # SCENARIO: publish | restart (publish, wait for FLAGFILE, publish again after the broker restart)
-import sys
 import json
 import os
+import sys
 import time
+
 import keypin
 from keypin import mqtt
 

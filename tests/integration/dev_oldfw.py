@@ -3,11 +3,12 @@
 #               (MicroPython < 1.23 on ESP32);
 #   "neither":  no verify_callback and no getpeercert.
 #   dev_oldfw.py STORE PORT VARIANT
-import sys
 import json
 import socket
-import tls as _real
+import sys
+
 import keypin
+import tls as _real
 from keypin import tls as ktls
 
 

@@ -3,7 +3,9 @@
 # ssl.wrap_socket(sock, server_hostname=server) and there is no ssl_params.
 import socket
 import struct
-from umqtt.simple import MQTTClient as _Old, MQTTException
+
+from umqtt.simple import MQTTClient as _Old
+from umqtt.simple import MQTTException
 
 
 class MQTTClient(_Old):
