@@ -80,7 +80,9 @@ MUT = (
 def snapshot(d):
     st = PinStore(d + "/pins.json")
     r = ring(d)
-    return json.dumps([st.doc["version"], st.doc["sets"], r.items, r.dropped])
+    # a report's time ("t") is when it was recorded, not part of the state being compared
+    items = [[x.get(k) for k in ("host", "port", "set", "reason", "chain")] for x in r.items]
+    return json.dumps([st.doc["version"], st.doc["sets"], items, r.dropped])
 
 
 def copy(src, dst):
