@@ -138,7 +138,7 @@ def show(file=None):
         print("  set %r hosts=%s policy=%s" % (n, ",".join(s["hosts"]), s["policy"]), file=file)
         print("    active:   " + s["active"], file=file)
         for i, p in enumerate(s["backups"]):
-            print("    backup %d: %s" % (i, p), file=file)
+            print("    backup %d: %s" % (i + 1, p), file=file)
         for p in s["retired"]:
             print("    retired:  " + p, file=file)
         if not s["backups"]:
@@ -165,7 +165,7 @@ def test():
         try:
             s = tls.connect(h, p, store=st, timeout=10)
             print("ks: %s %s:%d OK, key is the %s pin%s" % (what, h, p, s.verdict,
-                  "" if s.backup < 0 else " %d (rotates on the first real exchange)" % s.backup))
+                  "" if s.backup < 0 else " %d (rotates on the first real exchange)" % (s.backup + 1)))
             s.close()  # no confirm: a test connection never rotates
         except Exception as e:
             ok = False

@@ -28,7 +28,7 @@ def mismatch(chk, host, port, name, s):
     lines.append("  Pinned keys for %s (set %r, policy %s):" % (host, name, s["policy"]))
     lines.append("    active: " + s["active"])
     for i, p in enumerate(s["backups"]):
-        lines.append("    backup %d: %s" % (i, p))
+        lines.append("    backup %d: %s" % (i + 1, p))
     for p in s["retired"]:
         lines.append("    retired: " + p)
     e = PinMismatch("\n".join(lines))

@@ -79,7 +79,7 @@ def test_show_prints_state_and_hides_password():
     ks.show(file=buf)
     out = buf.getvalue()
     assert "topsecret" not in out and "***" in out
-    assert "active:   " + P(1) in out and "backup 0: " + P(2) in out
+    assert "active:   " + P(1) in out and "backup 1: " + P(2) in out
 
 
 def test_corrupt_config_is_a_clear_error():

@@ -115,7 +115,7 @@ def test_unknown_key_refused_zero_bytes_and_okhttp_report(tmp_path, pki):
     assert "Certificate pinning failure! (unknown key)" in msg
     assert f"depth 0: {p['unknown']}" in msg
     assert "depth 1: sha256/" in msg
-    assert f"active: {p['active']}" in msg and f"backup 0: {p['b0']}" in msg and f"backup 2: {p['b2']}" in msg
+    assert f"active: {p['active']}" in msg and f"backup 1: {p['b0']}" in msg and f"backup 3: {p['b2']}" in msg
     assert srv.received == b"" and srv.accepted == 1
     assert r["writes"] == 0
 
