@@ -422,6 +422,9 @@ def cmd_check(a) -> int:
         if not found:
             raise CommandError(f"no pin set covers {host} in {a.pinset} (give --set NAME)")
         name, s = found
+    if s["policy"] == "any":
+        note(f"set {name} has policy any: devices connect only in CA+pin mode (config \"cadata\"), "
+             "where mbedTLS verifies the chain up to the pinned key; this check does not verify signatures")
     ch = fetch_chain(host, port, a.sni, a.timeout)
     chain = decide.describe_chain(ch.certs)
     for n in ch.notes:
