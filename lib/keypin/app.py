@@ -30,7 +30,6 @@ class App:
         self.mq = None
         self.rotations = 0
         self.last_failure = None
-        self.last_checkin = None
         self.next_checkin = 0
         self.checkins = 0
         self.cadata = None
@@ -167,7 +166,6 @@ class App:
                            store=self.store, timeout=h.get("timeout", 10), cadata=self.cadata)
             self._note(r.verdict)
             self.checkins += 1
-            self.last_checkin = r.status
             self.next_checkin = time.time() + h.get("interval", 300)
             log("https: check-in %s -> %d (%s)" % (h["url"], r.status, r.verdict))
             return r.status

@@ -152,10 +152,6 @@ class Response:
             self.close()
         return self._body
 
-    def read_all(self):
-        # the whole body now (bounded by max_body), so the connection can close
-        return self.content
-
     @property
     def text(self):
         return self.content.decode()
@@ -204,7 +200,7 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
                 method, data = "GET", None
             continue
         if not stream:
-            r.read_all()
+            _ = r.content  # the whole body now (bounded by max_body); the connection closes
         return r
     raise HTTPError("more than %d redirects" % _MAXREDIR)
 

@@ -5,13 +5,13 @@ import hashlib
 
 from micropython import const
 
-ERR_EMPTY = const(-1)
-ERR_TRUNC = const(-2)
-ERR_TAG = const(-3)
-ERR_INDEF = const(-4)
-ERR_LENLEN = const(-5)
-ERR_NONMIN = const(-6)
-ERR_TRAILING = const(-7)
+_ERR_EMPTY = const(-1)
+_ERR_TRUNC = const(-2)
+_ERR_TAG = const(-3)
+_ERR_INDEF = const(-4)
+_ERR_LENLEN = const(-5)
+_ERR_NONMIN = const(-6)
+_ERR_TRAILING = const(-7)
 
 
 class _Bad(Exception):
@@ -21,36 +21,36 @@ class _Bad(Exception):
 def _tlv(b, pos, end, want):
     # -> (value_start, value_end); raises _Bad(code)
     if pos >= end:
-        raise _Bad(ERR_TRUNC)
+        raise _Bad(_ERR_TRUNC)
     tag = b[pos]
     pos += 1
     if (tag & 0x1F) == 0x1F or (want >= 0 and tag != want):
-        raise _Bad(ERR_TAG)
+        raise _Bad(_ERR_TAG)
     if pos >= end:
-        raise _Bad(ERR_TRUNC)
+        raise _Bad(_ERR_TRUNC)
     ln = b[pos]
     pos += 1
     if ln < 0x80:
         n = ln
     elif ln == 0x80:
-        raise _Bad(ERR_INDEF)
+        raise _Bad(_ERR_INDEF)
     else:
         k = ln & 0x7F
         if k > 4:
-            raise _Bad(ERR_LENLEN)
+            raise _Bad(_ERR_LENLEN)
         if k > end - pos:
-            raise _Bad(ERR_TRUNC)
+            raise _Bad(_ERR_TRUNC)
         if b[pos] == 0:
-            raise _Bad(ERR_NONMIN)
+            raise _Bad(_ERR_NONMIN)
         n = 0
         while k:
             n = (n << 8) | b[pos]
             pos += 1
             k -= 1
         if n < 0x80:
-            raise _Bad(ERR_NONMIN)
+            raise _Bad(_ERR_NONMIN)
     if n > end - pos:
-        raise _Bad(ERR_TRUNC)
+        raise _Bad(_ERR_TRUNC)
     return pos, pos + n
 
 
@@ -58,11 +58,11 @@ def _find(b):
     # -> (start, end) of the SPKI element, or a negative error code
     n = len(b)
     if n == 0:
-        return ERR_EMPTY
+        return _ERR_EMPTY
     try:
         cs, ce = _tlv(b, 0, n, 0x30)
         if ce != n:
-            return ERR_TRAILING
+            return _ERR_TRAILING
         ts, te = _tlv(b, cs, ce, 0x30)
         p = ts
         if p < te and b[p] == 0xA0:
@@ -74,13 +74,13 @@ def _find(b):
         ks, ke = _tlv(b, p, te, 0x30)  # subjectPublicKeyInfo
         v = _tlv(b, ks, ke, 0x30)[1]
         if _tlv(b, v, ke, 0x03)[1] != ke:
-            return ERR_TRAILING
+            return _ERR_TRAILING
         p = ke
         while p < te:
             p = _tlv(b, p, te, -1)[1]
         p = _tlv(b, te, ce, 0x30)[1]
         if _tlv(b, p, ce, 0x03)[1] != ce:
-            return ERR_TRAILING
+            return _ERR_TRAILING
         return start, ke
     except _Bad as e:
         return e.args[0]

@@ -46,14 +46,18 @@ class Checker:
         self.any = any_depth
         self.slots = [bytearray(32) for _ in range(_MAXD)]
         self.codes = [1] * _MAXD  # 1 = not seen, 0 = hashed, <0 = parse error
+        self.reset()
+
+    def reset(self):
+        # before each handshake (contexts are reused)
+        for i in range(_MAXD):
+            self.codes[i] = 1
         self.decision = NONE
         self.k = -1
         self.depth = -1  # deepest depth seen
-        self.calls = 0
 
     def cb(self, cert, depth):
         try:
-            self.calls += 1
             self.depth = max(self.depth, depth)
             if depth < _MAXD:
                 self.codes[depth] = sha256_into(cert, self.slots[depth])
@@ -139,12 +143,6 @@ class PinnedStream:
             self.verdict = "rotated"
         return self.verdict
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
 
 def _lookup(store, host, pinset):
     store = store or default_store()
@@ -156,48 +154,70 @@ def _lookup(store, host, pinset):
     return store, name, store.get(name)
 
 
-def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=None):
-    # Pinned TLS over a connected socket. Returns a PinnedStream or raises; on any
-    # failure the socket is closed and nothing was sent.
-    try:
-        store, name, s = _lookup(store, host, pinset)
-        a, b, r = store.digests(name)
-        chk = Checker(a, b, r, s["policy"] == "any")
-        t = _tls_mod or _tls()
-        if t is not None and hasattr(t, "SSLContext"):
-            ctx = t.SSLContext(t.PROTOCOL_TLS_CLIENT)
-            try:
-                ctx.verify_callback = chk.cb
-                ok = True
-            except (AttributeError, TypeError):
-                ok = False
-            if ok:
-                return _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata)
-            from keypin.tlsx import peercert
-            return peercert(ctx.wrap_socket, sock, host, port, store, name, s, chk, cadata)
-        from keypin.tlsx import legacy_wrap, peercert
-        return peercert(legacy_wrap(), sock, host, port, store, name, s, chk, cadata)
-    except BaseException:
-        sock.close()
-        raise
+# One TLS context per pin set, reused by its connections (MQTT and HTTPS share it): an
+# mbedTLS context is ~3 KB of heap and seeds a DRBG when made. It is rebuilt when the set's
+# pins change (a new digests tuple after any store write or load) or cadata changes.
+_ctxs: dict = {}
 
 
-def _handshake_cb(ctx, t, sock, host, port, store, name, s, chk, cadata):
+def _context(t, store, name, s, cadata):
+    # -> (digests, cadata, ctx, chk), or None if this firmware has no verify_callback
+    dig = store.digests(name)
+    e = _ctxs.get(name)
+    if e is not None and e[0] is dig and e[1] == cadata:
+        e[3].reset()
+        return e
+    chk = Checker(dig[0], dig[1], dig[2], s["policy"] == "any")
     if chk.any and not cadata:
         # Without a trust anchor mbedTLS (CERT_OPTIONAL) does not enforce the chain's
         # signatures: a replayed intermediate certificate over a rogue leaf would match.
         raise Unsupported("set %r has policy 'any': it needs CA+pin mode (connect(..., cadata=CA))"
                           " so that the chain up to the pinned key is verified" % name)
+    ctx = t.SSLContext(t.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.verify_callback = chk.cb
+    except (AttributeError, TypeError):
+        return None
     if cadata:
         ctx.verify_mode = t.CERT_REQUIRED
         try:
             from keypin.tlsx import ders
             for der in ders(cadata):
                 ctx.load_verify_locations(der)
-        except ValueError as e:
-            raise CertError("cadata: not a valid CA certificate (%s)" % e)
+        except ValueError as x:
+            raise CertError("cadata: not a valid CA certificate (%s)" % x)
     else:
         ctx.verify_mode = t.CERT_OPTIONAL
+    _ctxs.pop(name, None)  # drop the old context before keeping the new one
+    e = (dig, cadata, ctx, chk)
+    _ctxs[name] = e
+    return e
+
+
+def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=None):
+    # Pinned TLS over a connected socket. Returns a PinnedStream or raises; on any
+    # failure the socket is closed and nothing was sent.
+    try:
+        store, name, s = _lookup(store, host, pinset)
+        t = _tls_mod or _tls()
+        if t is not None and hasattr(t, "SSLContext"):
+            e = _context(t, store, name, s, cadata)
+            if e is not None:
+                return _handshake_cb(e[2], sock, host, port, store, name, s, e[3])
+            wrap_socket = t.SSLContext(t.PROTOCOL_TLS_CLIENT).wrap_socket
+        else:
+            from keypin.tlsx import legacy_wrap
+            wrap_socket = legacy_wrap()
+        from keypin.tlsx import peercert
+        a, b, r = store.digests(name)
+        chk = Checker(a, b, r, False)
+        return peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _handshake_cb(ctx, sock, host, port, store, name, s, chk):
     try:
         ss = ctx.wrap_socket(sock, server_hostname=host)
     except (OSError, ValueError) as e:
