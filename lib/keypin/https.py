@@ -6,6 +6,7 @@ from keypin import KeypinError
 from keypin.tls import connect
 
 _MAXLINE = const(1024)
+_PIECE = const(128)
 _MAXHDRS = const(32)
 _MAXREDIR = const(3)
 
@@ -33,11 +34,17 @@ def _split(url):
 
 
 def _line(s):
-    ln = s.readline(_MAXLINE)
+    # readline(n) reserves n bytes up front: read in small pieces, allow up to _MAXLINE
+    ln = s.readline(_PIECE)
     if not ln:
         raise HTTPError("connection closed by server")
-    if ln[-1:] != b"\n":
-        raise HTTPError("line longer than %d bytes" % _MAXLINE)
+    while ln[-1:] != b"\n":
+        if len(ln) >= _MAXLINE:
+            raise HTTPError("line longer than %d bytes" % _MAXLINE)
+        more = s.readline(_PIECE)
+        if not more:
+            raise HTTPError("connection closed by server")
+        ln += more
     return ln
 
 
@@ -141,7 +148,7 @@ class Response:
                 raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, self._max))
             parts = []
             while True:
-                d = self._raw(1024)
+                d = self._raw(256)
                 if not d:
                     break
                 if self._seen > self._max:

@@ -72,14 +72,10 @@ def peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata):
 
 
 def legacy_wrap():
-    # wrap_socket of firmware before the tls module (MicroPython < 1.23)
+    # wrap_socket of firmware before the tls module (MicroPython < 1.23; `import ssl` also
+    # finds the older ussl through the u-module aliases)
     try:
         import ssl
         return ssl.wrap_socket
-    except ImportError:
-        pass
-    try:
-        import ussl  # type: ignore[import-not-found]
-        return ussl.wrap_socket
     except ImportError:
         raise Unsupported("this firmware has no TLS module")
