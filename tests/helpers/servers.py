@@ -12,7 +12,7 @@ import threading
 class TLSServer:
     def __init__(self, certfile, keyfile, host="127.0.0.1", port=0, max_version=None):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(certfile, keyfile)
+        self.ctx.load_cert_chain(str(certfile), str(keyfile))
         if max_version:
             self.ctx.maximum_version = max_version
         self.lsock = socket.socket()
@@ -21,6 +21,7 @@ class TLSServer:
         self.lsock.listen(16)
         self.lsock.settimeout(0.2)
         self.port = self.lsock.getsockname()[1]
+        self.addr = f"{host}:{self.port}"
         self.received = b""
         self.accepted = 0
         self.handshakes = 0

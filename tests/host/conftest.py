@@ -7,17 +7,15 @@ import ipaddress
 import os
 import pathlib
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from helpers.servers import TLSServer
 from keypin_cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -161,49 +159,6 @@ class PKI:
 @pytest.fixture
 def pki(tmp_path):
     return PKI(tmp_path)
-
-
-class TLSServer:
-    """A CPython TLS server on 127.0.0.1 (ephemeral port) in a thread: handshake, then close."""
-
-    def __init__(self, certfile, keyfile):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(certfile), str(keyfile))
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(8)
-        self.lsock.settimeout(0.1)
-        self.port = self.lsock.getsockname()[1]
-        self.addr = f"127.0.0.1:{self.port}"
-        self.handshakes = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                continue
-            c.settimeout(3)
-            try:
-                with self.ctx.wrap_socket(c, server_side=True) as s:
-                    self.handshakes += 1
-                    try:
-                        s.recv(1)
-                    except OSError:
-                        pass
-            except OSError:
-                pass
-            finally:
-                c.close()
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(5)
-        self.lsock.close()
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture
