@@ -246,13 +246,18 @@ def cmd_pinset_new(a) -> int:
     return 0
 
 
-def cmd_pinset_add_backup(a) -> int:
+def _set_and_pin(a):
+    """-> (document, the named set, the pin given as PIN or --key FILE) for add-backup/retire."""
     pw = material.passphrase_from(a.passphrase)
     doc = pindoc.load(a.file)
     s = pindoc.get_set(doc, a.set)
     if bool(a.pin) == bool(a.key):
         raise CommandError("give exactly one of PIN or --key FILE")
-    pin = _resolve_pin("key" if a.key else "pin", a.key or a.pin, pw)
+    return doc, s, _resolve_pin("key" if a.key else "pin", a.key or a.pin, pw)
+
+
+def cmd_pinset_add_backup(a) -> int:
+    doc, s, pin = _set_and_pin(a)
     if pin in s["retired"]:
         raise CommandError(f"{pin} is retired in set {a.set}: a retired key is never trusted again")
     if pin == s["active"] or pin in s["backups"]:
@@ -264,12 +269,7 @@ def cmd_pinset_add_backup(a) -> int:
 
 
 def cmd_pinset_retire(a) -> int:
-    pw = material.passphrase_from(a.passphrase)
-    doc = pindoc.load(a.file)
-    s = pindoc.get_set(doc, a.set)
-    if bool(a.pin) == bool(a.key):
-        raise CommandError("give exactly one of PIN or --key FILE")
-    pin = _resolve_pin("key" if a.key else "pin", a.key or a.pin, pw)
+    doc, s, pin = _set_and_pin(a)
     if pin in s["retired"]:
         raise CommandError(f"{pin} is already retired in set {a.set}")
     if pin == s["active"]:
