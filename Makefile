@@ -32,15 +32,15 @@ test: natmod
 	@$(PY) -m pytest -q tests
 
 demo: natmod
-	@$(PY) tools/demo.py
+	@$(PY) tools/lab/demo/demo.py
 
 bench: natmod
-	@$(PY) tools/bench.py
+	@$(PY) tools/lab/bench/bench.py
 
 # Parser fuzzing: libFuzzer (ASan+UBSan) then the differential stage. SECONDS=600 for longer.
 SECONDS ?= 60
 fuzz: natmod
-	@bash tools/fuzz.sh $(SECONDS)
+	@bash tools/lab/fuzz/fuzz.sh $(SECONDS)
 
 # The device image (boot.py, main.py, lib/ as .mpy, native module when built for ARCH).
 IMAGE ?= build/image-$(BARCH)
@@ -60,12 +60,12 @@ flash: deps
 
 # 2,000 HTTPS + MQTTS cycles in one device process, servers restarted every 200 cycles.
 soak: natmod
-	@$(PY) tools/soak.py
+	@$(PY) tools/lab/soak/soak.py
 
 # N simulated devices rotating to backup 0 on one mosquitto, a rogue broker with the old key.
 N ?= 1000
 fleet: natmod
-	@$(PY) tools/fleet.py $(N)
+	@$(PY) tools/lab/fleet/fleet.py $(N)
 
 clean:
 	rm -rf build/natmod build/image-* firmware/spki/keypin_spki.mpy

@@ -1,7 +1,7 @@
 """Regenerate package.json (for `mpremote mip install`) from lib/keypin/*.py.
 
 Run after adding a device module: .venv/bin/python tools/gen_package_json.py
-tests/host/test_packaging.py fails when package.json is out of date.
+tests/project/test_packaging.py fails when package.json is out of date.
 """
 import json
 import pathlib

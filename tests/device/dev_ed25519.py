@@ -1,5 +1,5 @@
 # Device tests for keypin.ed25519: RFC 8032 section 7.1 vectors, SHA-512, malformed input.
-# Signatures made by `cryptography` are checked in tests/host/test_cli_signer.py.
+# Signatures made by `cryptography` are checked in tests/cli/test_cli_signer.py.
 from binascii import unhexlify as H
 
 from keypin import ed25519

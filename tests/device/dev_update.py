@@ -2,7 +2,7 @@
 # ring): the apply/refuse rules, the recorded reasons, signer rotation, power cuts at every
 # step of an apply, and the flash-write rate limits. Signatures come from a small test-only
 # Ed25519 signer over keypin.ed25519's curve code (checked against RFC 8032 below);
-# signatures made by `cryptography` are checked in tests/host/test_cli_signer.py.
+# signatures made by `cryptography` are checked in tests/cli/test_cli_signer.py.
 import json
 import os
 from binascii import b2a_base64, unhexlify

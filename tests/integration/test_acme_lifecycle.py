@@ -14,7 +14,7 @@ from helpers.pki import new_key, pin_document
 from helpers.realservers import Pebble, certbot
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "lab" / "demo"))
 
 import demo
 

@@ -1,4 +1,4 @@
-"""tools/fleet.py with 20 devices: every device rotates to backup 0, none is bricked, the rogue
+"""tools/lab/fleet/fleet.py with 20 devices: every device rotates to backup 0, none is bricked, the rogue
 broker holding the retired key is never accepted."""
 import json
 import pathlib
@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_fleet_of_20(tmp_path):
     png, js = tmp_path / "fleet.png", tmp_path / "fleet.json"
-    p = subprocess.run([sys.executable, str(ROOT / "tools/fleet.py"), "20", "--workers", "2", "--png", str(png),
+    p = subprocess.run([sys.executable, str(ROOT / "tools/lab/fleet/fleet.py"), "20", "--workers", "2", "--png", str(png),
                         "--json", str(js), "--max-seconds", "120"], check=False, capture_output=True, text=True,
                        timeout=180)
     last = p.stdout.strip().splitlines()[-1]

@@ -1,8 +1,8 @@
 """Fleet: N simulated devices, each with its own pin store, against one real mosquitto (TLS).
 
-    .venv/bin/python tools/fleet.py [N] [--workers 4] [--png build/fleet.png]
+    .venv/bin/python tools/lab/fleet/fleet.py [N] [--workers 4] [--png build/fleet.png]
 
-Workers are MicroPython Unix-port processes (tools/fleet_dev.py), each running N/k devices
+Workers are MicroPython Unix-port processes (tools/lab/fleet/fleet_dev.py), each running N/k devices
 round-robin (device = own pins.json + own MQTT client id; keypin.mqtt.Client per connection).
 Partway through (when --switch-after connections have been made, default 1.5 N) the broker is
 restarted with backup 0's key and certificate, and a rogue mosquitto holding the old key starts
@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers.pki import CA, new_key, pin, pin_document, read_document
@@ -87,7 +87,7 @@ def main(argv=None):
         rogue_port = rogue.port
         q = queue.Queue()
         for w in range(k):
-            p = subprocess.Popen([str(ROOT / "tools/upy"), str(ROOT / "tools/fleet_dev.py"), str(w), str(k), str(n),
+            p = subprocess.Popen([str(ROOT / "tools/upy"), str(ROOT / "tools/lab/fleet/fleet_dev.py"), str(w), str(k), str(n),
                                   str(devdir), str(real.port), str(rogue_port), str(ctl), str(a.max_rounds)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             procs.append(p)

@@ -1,4 +1,4 @@
-# Differential check, device side (MicroPython Unix port, run by tools/difffuzz.py via tools/upy).
+# Differential check, device side (MicroPython Unix port, run by tools/lab/fuzz/difffuzz.py via tools/upy).
 # Usage: difffuzz_dev.py BATCHFILE [FIRST]
 # BATCHFILE holds records: 4-byte big-endian length, then that many input bytes. Records
 # before index FIRST are skipped (the host restarts a batch after a crash that way).

@@ -1,4 +1,4 @@
-# Device side of tools/fleet.py: one worker process simulating many devices round-robin.
+# Device side of tools/lab/fleet/fleet.py: one worker process simulating many devices round-robin.
 #   fleet_dev.py W K N DEVDIR REAL_PORT ROGUE_PORT CTLDIR MAX_ROUNDS
 # Devices W, W+K, W+2K ... < N; device i = its own pin store DEVDIR/<i>.json (loaded from flash
 # at every connection, as after a reboot) and its own MQTT client id. Each round gives every

@@ -4,8 +4,8 @@ Usage: difffuzz.py [--count N] [--seed S] [--batch B] [--seeds DIR] [--corpus DI
                    [--out DIR] [--input FILE ...]
 
 Generates N mutated certificates (deterministic from --seed) from real seed certificates
-(tools/fuzz_seeds.py, or the .der files of --seeds DIR), writes them in batches of B to
-OUT/batch.bin and runs tools/difffuzz_dev.py in the MicroPython Unix port (tools/upy) on each
+(tools/lab/fuzz/fuzz_seeds.py, or the .der files of --seeds DIR), writes them in batches of B to
+OUT/batch.bin and runs tools/lab/fuzz/difffuzz_dev.py in the MicroPython Unix port (tools/upy) on each
 batch: there the native module keypin_spki and the Python reference keypin.spki must agree
 on every input (same span and digest, or the same error code). --corpus DIR adds the files of
 a libFuzzer corpus; --input checks just the given files and prints a verdict for each.
@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-UPY = os.path.join(HERE, "upy")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+UPY = os.path.join(ROOT, "tools", "upy")
 DEV = os.path.join(HERE, "difffuzz_dev.py")
 MAX_LEN = 8192
 ERR_EMPTY, ERR_TRUNC = -1, -2
@@ -384,7 +384,7 @@ def main(argv=None):
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--seeds", help="directory of seed .der files (default: tools/fuzz_seeds.py)")
+    ap.add_argument("--seeds", help="directory of seed .der files (default: tools/lab/fuzz/fuzz_seeds.py)")
     ap.add_argument("--corpus", help="also check the files of this (libFuzzer) corpus directory")
     ap.add_argument("--corpus-max", type=int, default=3000)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "fuzz", "diff"))

@@ -1,8 +1,8 @@
 """Soak: thousands of pinned HTTPS + MQTTS connect cycles in ONE long-running device process.
 
-    .venv/bin/python tools/soak.py [--cycles 2000] [--restart-every 200] [--warmup 50]
+    .venv/bin/python tools/lab/soak/soak.py [--cycles 2000] [--restart-every 200] [--warmup 50]
 
-Real nginx and mosquitto on loopback; the device (tools/soak_dev.py in the Unix port) makes one
+Real nginx and mosquitto on loopback; the device (tools/lab/soak/soak_dev.py in the Unix port) makes one
 HTTPS request and one MQTTS connect/publish/disconnect per cycle. At every checkpoint (the
 warm-up cycle, every --restart-every cycles, the end) the device runs gc.collect() and reports
 its heap; the host counts /proc/<pid>/fd and VmRSS of the micropython process, then lets it go
@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers.pki import CA, new_key, pin, pin_document
@@ -106,7 +106,7 @@ def main(argv=None):
         env = dict(os.environ)
         if a.heap:
             env["KEYPIN_HEAP"] = a.heap
-        dev = subprocess.Popen([str(ROOT / "tools/upy"), str(ROOT / "tools/soak_dev.py"), str(store),
+        dev = subprocess.Popen([str(ROOT / "tools/upy"), str(ROOT / "tools/lab/soak/soak_dev.py"), str(store),
                                 str(web.port), str(mq.port), str(a.cycles), str(a.restart_every), str(a.warmup),
                                 str(ctl)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         pid = device_pid(dev)

@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = ROOT / ".venv" / "bin" / "python"
-FUZZ_SH = ROOT / "tools" / "fuzz.sh"
-DIFFFUZZ = ROOT / "tools" / "difffuzz.py"
+FUZZ_SH = ROOT / "tools" / "lab" / "fuzz" / "fuzz.sh"
+DIFFFUZZ = ROOT / "tools" / "lab" / "fuzz" / "difffuzz.py"
 FINAL = re.compile(r"^fuzz: (\d+) execs, (\d+) crashes, (\d+) disagreements$")
 DIFF_FINAL = re.compile(r"^difffuzz: (\d+) inputs, (\d+) disagreements$")
 INSTALL = "clang with the libFuzzer runtime is needed for the fuzz tests: apt-get install clang"
@@ -165,11 +165,11 @@ def test_difffuzz_reports_a_disagreement(tmp_path):
 
 
 def test_difffuzz_generation_is_deterministic():
-    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT / "tools" / "lab" / "fuzz"))
     try:
         import difffuzz
     finally:
-        sys.path.remove(str(ROOT / "tools"))
+        sys.path.remove(str(ROOT / "tools" / "lab" / "fuzz"))
     seeds = [_cert()]
     a = difffuzz.generate(400, 5, seeds)
     assert a == difffuzz.generate(400, 5, seeds)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,7 +22,7 @@ from helpers.realservers import Mosquitto, Nginx
 from helpers.vectors import der, make_cert, name
 
 UPY = str(ROOT / "tools" / "upy")
-DEV = str(ROOT / "tools" / "bench_dev.py")
+DEV = str(ROOT / "tools" / "lab" / "bench" / "bench_dev.py")
 HOST = "device.example.test"
 TARGETS = {"spki_native_over_hash": ("<=", 1.5), "callback_alloc_bytes_per_cert": ("<=", 16),
            "handshake_pinned_over_unpinned": ("<=", 1.03), "device_cycle_min_heap_kib": ("<=", 40),

@@ -1,9 +1,9 @@
 #!/bin/bash
-# tools/fuzz.sh [SECONDS]: fuzz keypin's SPKI parser (firmware/spki/spki_core.c).
-#   1. builds firmware/spki/fuzz_spki.c with clang's libFuzzer + ASan + UBSan into build/fuzz/;
-#   2. writes a seed corpus of real certificates (tools/fuzz_seeds.py) to build/fuzz/seeds/;
+# tools/lab/fuzz/fuzz.sh [SECONDS]: fuzz keypin's SPKI parser (firmware/spki/spki_core.c).
+#   1. builds tools/lab/fuzz/fuzz_spki.c with clang's libFuzzer + ASan + UBSan into build/fuzz/;
+#   2. writes a seed corpus of real certificates (tools/lab/fuzz/fuzz_seeds.py) to build/fuzz/seeds/;
 #   3. runs libFuzzer for SECONDS (default 60; one job, -max_len=8192);
-#   4. runs the differential stage (tools/difffuzz.py): mutated certificates plus libFuzzer's
+#   4. runs the differential stage (tools/lab/fuzz/difffuzz.py): mutated certificates plus libFuzzer's
 #      corpus, native module vs Python reference in the Unix port, and vs cryptography.
 # Last line: "fuzz: E execs, C crashes, D disagreements". Exit 0 only if C = D = 0;
 # 1 if anything was found, 2 if a stage could not be built or run.
@@ -15,7 +15,7 @@
 #                        by default every run starts from the seeds alone, so runs repeat.
 # Crash inputs are kept as build/fuzz/crashes/crash-*; disagreements as build/fuzz/diff/*.der.
 set -u
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 SECS=${1:-60}
 SEED=${FUZZ_SEED:-1}
 DIFF_COUNT=${FUZZ_DIFF_COUNT:-10000}
@@ -47,7 +47,7 @@ mkdir -p "$OUT/crashes" "$OUT/diff" || die "cannot create $OUT"
 # ---- 1. build ----
 command -v "$CC" >/dev/null 2>&1 || die "$CC not found; install clang with libFuzzer: apt-get install clang"
 if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Wall -Wextra \
-        -I"$ROOT/firmware/spki" "$ROOT/firmware/spki/fuzz_spki.c" "$CORE" \
+        -I"$ROOT/firmware/spki" "$ROOT/tools/lab/fuzz/fuzz_spki.c" "$CORE" \
         -o "$OUT/fuzz_spki" 2>"$OUT/build.log"; then
     cat "$OUT/build.log" >&2
     die "building the libFuzzer target failed (clang with the libFuzzer runtime needed: apt-get install clang)"
@@ -59,7 +59,7 @@ fi
 # ---- 2. seeds ----
 [ -x "$PY" ] || die "$PY not found; run 'make deps' first"
 rm -rf "$OUT/seeds"
-"$PY" "$ROOT/tools/fuzz_seeds.py" "$OUT/seeds" || die "generating seed certificates failed"
+"$PY" "$ROOT/tools/lab/fuzz/fuzz_seeds.py" "$OUT/seeds" || die "generating seed certificates failed"
 if [ "${FUZZ_KEEP_CORPUS:-0}" != 1 ]; then
     rm -rf "$OUT/corpus"
 fi
@@ -99,7 +99,7 @@ grep -E '^(Done|stat::)' "$OUT/libfuzzer.log"
 [ "$execs" -gt 0 ] || [ "$crashes" -gt 0 ] || die "libFuzzer did not run; see $OUT/libfuzzer.log"
 
 # ---- 4. differential ----
-"$PY" "$ROOT/tools/difffuzz.py" --count "$DIFF_COUNT" --seed "$SEED" --seeds "$OUT/seeds" \
+"$PY" "$ROOT/tools/lab/fuzz/difffuzz.py" --count "$DIFF_COUNT" --seed "$SEED" --seeds "$OUT/seeds" \
     --corpus "$OUT/corpus" --out "$OUT/diff" | tee "$OUT/difffuzz.log"
 drc=${PIPESTATUS[0]}
 last=$(tail -1 "$OUT/difffuzz.log")

@@ -1,4 +1,4 @@
-# Device side of tools/soak.py (runs in the Unix port, one long process).
+# Device side of tools/lab/soak/soak.py (runs in the Unix port, one long process).
 #   soak_dev.py STORE HTTPS_PORT MQTT_PORT CYCLES CHECK_EVERY WARMUP CTLDIR
 # Each cycle: one pinned HTTPS request (new connection) and one MQTTS connect + publish +
 # disconnect through one keypin.mqtt.Client (its ensure() reconnects with backoff). Servers are
