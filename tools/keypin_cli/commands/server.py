@@ -1,0 +1,163 @@
+"""Server operations: ``keypin check``, ``certbot-hook``, ``reports``."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import ssl
+import subprocess
+
+from .. import decide, hook, material, mqttsub, pindoc, reports
+from ..errors import CommandError
+from ..tlsprobe import fetch_chain
+from ..util import note, parse_hostport, progress, read_input
+
+
+def cmd_reports(a) -> int:
+    ctx = None
+    if a.tls or a.cafile or a.insecure:
+        ctx = ssl.create_default_context(cafile=a.cafile)
+        if a.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    topic = a.topic or f"{a.prefix}/+/reports"
+    try:
+        sub = mqttsub.Subscriber(a.host, a.port, user=a.user, password=a.password, tls=ctx,
+                                 timeout=a.connect_timeout)
+        try:
+            sub.subscribe(topic, a.connect_timeout)
+            progress(f"subscribed to {topic} on {a.host}:{a.port}")
+            n = 0
+            for t, payload, retained in sub.messages(a.count, a.timeout):
+                print(reports.format_message(t, payload, retained), flush=True)
+                n += 1
+        finally:
+            sub.close()
+    except TimeoutError:
+        raise CommandError(f"{a.host}:{a.port} did not answer within {a.connect_timeout:g} s") from None
+    except OSError as e:
+        raise CommandError(f"{a.host}:{a.port}: {e.strerror or e}") from None
+    if a.count and n < a.count:
+        note(f"{n} of {a.count} report message(s) within {a.timeout:g} s")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- check
+
+
+def cmd_check(a) -> int:
+    doc = pindoc.load(a.pinset)
+    host, port = parse_hostport(a.host)
+    if a.set:
+        name, s = a.set, pindoc.get_set(doc, a.set)
+    else:
+        found = pindoc.set_for_host(doc, host) or (a.sni and pindoc.set_for_host(doc, a.sni))
+        if not found:
+            raise CommandError(f"no pin set covers {host} in {a.pinset} (give --set NAME)")
+        name, s = found
+    if s["policy"] == "any":
+        note(f"set {name} has policy any: devices connect only in CA+pin mode (config \"cadata\"), "
+             "where mbedTLS verifies the chain up to the pinned key; this check does not verify signatures")
+    ch = fetch_chain(host, port, a.sni, a.timeout)
+    chain = decide.describe_chain(ch.certs)
+    for n in ch.notes:
+        note(n)
+    d = decide.decide(chain, s)
+    if d.outcome == decide.ACTIVE:
+        for e in chain:
+            print(f"depth {e.depth}: {e.pin} {e.subject}")
+        print(f"OK: depth {d.depth} matches the active pin of set {name}")
+        return 0
+    if d.outcome == decide.BACKUP:
+        for e in chain:
+            print(f"depth {e.depth}: {e.pin} {e.subject}")
+        more = "" if d.backup_index == 1 else f" and backups 1..{d.backup_index - 1}"
+        print(f"ROTATION: depth {d.depth} matches backup {d.backup_index} {d.pin} of set {name}: a device accepts "
+              f"it and, after the first good response, makes it the active pin and retires {s['active']}{more}")
+        return 2
+    report = decide.failure_report(chain, host, port, name, s, d.outcome)
+    if d.outcome == decide.RETIRED:
+        report += f"\n  (depth {d.depth} presents the RETIRED key {d.pin}: never trusted again)"
+    raise CommandError(report)
+
+
+
+# -------------------------------------------------------------------------------- certbot-hook
+
+
+def cmd_certbot_hook(a) -> int:
+    path = hook.lineage_cert(a.cert)
+    items = material.load_items(read_input(str(path)), str(path))
+    leaf = items[0]
+    if leaf.cert is None:
+        raise CommandError(f"{path}: the first PEM block is not a certificate")
+    doc = pindoc.load(a.pinset)
+    names = hook.cert_names(leaf.cert)
+    if a.set:
+        sets = [(a.set, pindoc.get_set(doc, a.set))]
+    else:
+        sets = hook.sets_for_names(doc, names)
+        if not sets:
+            raise CommandError(f"no pin set in {a.pinset} covers {', '.join(names)} (give --set NAME)")
+    v = hook.judge(leaf.pin, sets)
+    for line in v.lines:
+        print(line)
+    if not v.ok:
+        raise CommandError(f"NOT reloading: this renewal changed the server key ({leaf.pin}) and devices would refuse "
+                           "it. You probably forgot --reuse-key: renew again with the pinned key "
+                           "(certbot certonly --csr CSR, or certbot renew --reuse-key after restoring the "
+                           "key), or add the new pin to the devices first")
+    if a.install:
+        for line in hook.install(path, a.install):
+            print(line)
+    for cmd in a.reload or []:
+        argv = shlex.split(cmd)
+        if not argv:
+            continue
+        print(f"reload: {cmd}")
+        try:
+            r = subprocess.run(argv, check=False)
+        except OSError as e:
+            raise CommandError(f"reload command {cmd!r} failed: {e.strerror or e}") from None
+        if r.returncode != 0:
+            raise CommandError(f"reload command {cmd!r} exited with {r.returncode}")
+    return 0
+
+
+
+def args_check(p):
+    p.add_argument("--host", required=True, metavar="HOST:PORT", help="server to check")
+    p.add_argument("--pinset", required=True, metavar="FILE", help="pin document")
+    p.add_argument("--set", metavar="NAME", help="pin set to use (default: the set covering HOST)")
+    p.add_argument("--sni", metavar="NAME", help="server name to send (default: HOST unless an IP)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="connect/handshake timeout")
+
+
+
+def args_certbot_hook(p):
+    p.add_argument("--pinset", required=True, metavar="FILE", help="pin document of the fleet")
+    p.add_argument("--set", metavar="NAME", help="pin set (default: the sets covering the cert's names)")
+    p.add_argument("--reload", action="append", metavar="CMD",
+                   help="command to run when the key is pinned (repeat), e.g. 'systemctl reload nginx'")
+    p.add_argument("--cert", metavar="FILE", help="certificate to check instead of $RENEWED_LINEAGE/cert.pem")
+    p.add_argument("--install", metavar="DIR",
+                   help="when the key is pinned, copy fullchain.pem and privkey.pem from the lineage into DIR "
+                        "(atomically) before reloading; point the servers at DIR so a refused renewal is "
+                        "never served, not even after a restart")
+
+
+
+def args_reports(p):
+    p.add_argument("--host", required=True, help="MQTT broker")
+    p.add_argument("--port", type=int, default=1883, help="broker port (default 1883; 8883 with --tls)")
+    p.add_argument("--user", help="broker user name")
+    p.add_argument("--password", help="broker password")
+    p.add_argument("--tls", action="store_true", help="TLS, verified against the system CAs (or --cafile)")
+    p.add_argument("--cafile", metavar="FILE", help="CA certificates for TLS (implies --tls)")
+    p.add_argument("--insecure", action="store_true", help="TLS without verification (implies --tls)")
+    p.add_argument("--prefix", default="keypin", help="the devices' topic_prefix (default keypin)")
+    p.add_argument("--topic", help="subscribe to this topic instead of PREFIX/+/reports")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N messages (default: no limit)")
+    p.add_argument("--timeout", type=float, default=0, metavar="S", help="stop after S seconds (default: never)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+
+
