@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 import tempfile
@@ -13,6 +14,25 @@ def progress(msg: str) -> None:
     """Progress goes to stderr, and only when stderr is a terminal (esptool/mpremote style)."""
     if sys.stderr.isatty():
         print(msg, file=sys.stderr, flush=True)
+
+
+JSON_SCHEMA = 1  # bump when a --json field changes meaning or goes away (adding fields is compatible)
+
+
+def add_json_arg(p) -> None:
+    """The shared ``--json`` option (argparse setup)."""
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout instead of text (schema: docs/cli.md)")
+
+
+def emit_json(command: str, data: dict) -> None:
+    """``--json`` output: one object, one line, on stdout: {"command", "schema", **data}.
+
+    Errors still go to stderr as ``keypin: <command>: <message>`` with exit 1; notes stay on stderr."""
+    obj = {"command": command, "schema": JSON_SCHEMA}
+    obj.update(data)
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def note(msg: str) -> None:
