@@ -85,3 +85,47 @@ def test_set_selection_and_errors(kp, pki, tmp_path):
     assert r.rc == 1 and "no cert.pem or fullchain.pem" in r.err
     r = kp("certbot-hook", "--pinset", f, "--cert", other / "cert.pem", "--set", "api", "--reload", "false")
     assert r.rc == 1 and r.err == "keypin: certbot-hook: reload command 'false' exited with 1\n"
+
+
+# ---- the lean device listener (issue 13, H5): the hook installs leaf.pem beside fullchain.pem
+
+def _full_lineage(pki, tmp_path, key, name="live"):
+    d = _lineage(pki, tmp_path, key, name)
+    (d / "privkey.pem").write_bytes(pki.pem(key))
+    return d
+
+
+def test_install_writes_leaf_pem_beside_fullchain(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    lineage = _full_lineage(pki, tmp_path, key)
+    dest = tmp_path / "ssl"
+    r = kp("certbot-hook", "--pinset", f, "--install", dest, env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 0, r
+    assert sorted(p.name for p in dest.iterdir()) == ["fullchain.pem", "leaf.pem", "privkey.pem"]
+    assert f"installed {dest / 'leaf.pem'}" in r.out.splitlines()
+    # the leaf alone: exactly the first certificate of fullchain.pem (which keeps the chain)
+    full = (lineage / "fullchain.pem").read_bytes()
+    assert (dest / "leaf.pem").read_bytes() == (lineage / "cert.pem").read_bytes()
+    assert (dest / "leaf.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 1
+    assert (dest / "fullchain.pem").read_bytes() == full and full.count(b"BEGIN CERTIFICATE") == 2
+    assert (dest / "leaf.pem").stat().st_mode & 0o777 == 0o644
+
+
+def test_leaf_pem_comes_from_fullchain_and_is_not_replaced_when_refused(kp, pki, tmp_path):
+    key, backup, fresh = pki.key("ec"), pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    dest = tmp_path / "ssl"
+    # a lineage with fullchain.pem only (--cert names it): leaf.pem is its first certificate
+    only = _lineage(pki, tmp_path, key, "only-full", only_full=True)
+    (only / "privkey.pem").write_bytes(pki.pem(key))
+    r = kp("certbot-hook", "--pinset", f, "--cert", only / "fullchain.pem", "--install", dest)
+    assert r.rc == 0, r
+    first = (only / "fullchain.pem").read_bytes().split(b"-----END CERTIFICATE-----")[0]
+    assert (dest / "leaf.pem").read_bytes() == first + b"-----END CERTIFICATE-----\n"
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    # a renewal with a new key is refused: leaf.pem (like the others) stays what devices accept
+    bad = _full_lineage(pki, tmp_path, fresh, "bad")
+    r = kp("certbot-hook", "--pinset", f, "--install", dest, env={"RENEWED_LINEAGE": str(bad)})
+    assert r.rc == 1
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before

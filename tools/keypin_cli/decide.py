@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .der import DerError, cert_spki
 from .material import name_text
 from .pins import pin_of_spki
+from .tlsprobe import certificate_message_bytes
 
 ACTIVE, BACKUP, RETIRED, UNKNOWN = "active", "backup", "retired", "unknown"
 
@@ -78,3 +81,53 @@ def failure_report(chain: list[ChainEntry], host: str, port: int, set_name: str,
     for p in pinset["retired"]:
         lines.append("    retired: " + p)
     return "\n".join(lines)
+
+
+def _key_text(cert: x509.Certificate) -> str:
+    k = cert.public_key()
+    if isinstance(k, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(k.curve.name, k.curve.name)
+    if isinstance(k, rsa.RSAPublicKey):
+        return f"RSA-{k.key_size}"
+    return type(k).__name__.replace("PublicKey", "").lstrip("_")
+
+
+def chain_links(certs: list[bytes]) -> list[str]:
+    """The child -> parent links inside the presented chain, each named by the parent's key
+    ("P-384", "RSA-4096"): the signatures mbedTLS checks while it builds the chain, also in
+    pin-only (CERT_OPTIONAL) mode. A certificate whose issuer is not the next one ends the walk."""
+    try:
+        parsed = [x509.load_der_x509_certificate(c) for c in certs]
+    except ValueError:
+        return []
+    out = []
+    for child, parent in pairwise(parsed):
+        if child.issuer != parent.subject:
+            break
+        out.append(_key_text(parent))
+    return out
+
+
+@dataclass
+class Listener:
+    lean: bool  # the leaf alone
+    certificates: int
+    message_bytes: int  # TLS 1.2 Certificate message
+    links: list[str]
+
+    def text(self, policy: str = "leaf") -> str:
+        size = f"{self.message_bytes:,}-byte Certificate message"
+        if self.lean:
+            return (f"listener: leaf only (a lean device listener): 1 certificate, {size}; devices verify "
+                    "no chain signatures")
+        line = f"listener: full chain: {self.certificates} certificates, {size}"
+        if self.links:
+            kinds = ", ".join(f"{self.links.count(k)} {k}" for k in sorted(set(self.links)))
+            line += f"; a device's mbedTLS checks {len(self.links)} link signatures ({kinds}) at every handshake"
+        if policy == "leaf":
+            line += "; devices pin the leaf key only: give them a lean listener (the leaf alone, docs/operations.md)"
+        return line
+
+
+def listener(certs: list[bytes]) -> Listener:
+    return Listener(len(certs) == 1, len(certs), certificate_message_bytes(certs), chain_links(certs))

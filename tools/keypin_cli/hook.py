@@ -81,20 +81,42 @@ def judge(pin: str, sets: list[tuple[str, dict]]) -> Verdict:
     return Verdict(ok, lines)
 
 
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
+def leaf_pem(fullchain: bytes, where: str) -> bytes:
+    """The first certificate of a fullchain PEM, verbatim: what a lean device listener serves."""
+    start = fullchain.find(b"-----BEGIN CERTIFICATE-----")
+    end = fullchain.find(_PEM_END, start)
+    if start < 0 or end < 0:
+        raise CommandError(f"--install: {where} holds no PEM certificate")
+    block = fullchain[start:end + len(_PEM_END)] + b"\n"
+    try:
+        x509.load_pem_x509_certificate(block)
+    except ValueError as e:
+        raise CommandError(f"--install: the first certificate of {where} does not parse: {e}") from None
+    return block
+
+
 def install(cert_path: Path, dest: str) -> list[str]:
-    """Copy fullchain.pem and privkey.pem next to cert_path into dest, each by temp file + rename."""
+    """Copy fullchain.pem and privkey.pem next to cert_path into dest, and write leaf.pem (the
+    first certificate of fullchain.pem alone, for a lean device listener), each by temp file + rename."""
     src = Path(cert_path).parent
     d = Path(dest)
     d.mkdir(parents=True, exist_ok=True)
-    out = []
+    files = []
     for name, mode in (("fullchain.pem", 0o644), ("privkey.pem", 0o600)):
         f = src / name
         if not f.is_file():
             raise CommandError(f"--install: {f} not found (certbot writes it beside cert.pem)")
+        files.append((name, f.read_bytes(), mode))
+    files.insert(1, ("leaf.pem", leaf_pem(files[0][1], str(src / "fullchain.pem")), 0o644))
+    out = []
+    for name, data, mode in files:
         tmp = d / (name + ".keypin-tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as w:
-            w.write(f.read_bytes())
+            w.write(data)
             w.flush()
             os.fsync(w.fileno())
         os.replace(tmp, d / name)

@@ -70,3 +70,9 @@ def fetch_chain(host: str, port: int, sni: str | None = None, timeout: float = 1
     if not complete:
         ch.notes.append("this Python cannot read the whole presented chain: showing the leaf only")
     return ch
+
+
+def certificate_message_bytes(certs: list[bytes]) -> int:
+    """Size of the TLS 1.2 Certificate handshake message that carries ``certs`` (what an ESP32,
+    TLS 1.2 only, receives and buffers): 4-byte header, 3-byte list length, 3 bytes per certificate."""
+    return 4 + 3 + sum(3 + len(c) for c in certs)
