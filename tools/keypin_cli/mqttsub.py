@@ -1,136 +1,127 @@
-"""A tiny MQTT 3.1.1 subscriber (sockets + ssl, no dependency) for ``keypin reports``.
-
-CONNECT (clean session), one SUBSCRIBE at QoS 0, then PUBLISH packets until a count or a
-deadline; PINGREQ while idle so the broker keeps the session.
-"""
+"""The MQTT subscriber behind ``keypin reports``: paho-mqtt (MQTT 3.1.1, TLS, user/password),
+with paho's own reconnect; messages come out as (topic, payload, retained) until a count or a
+deadline. paho's network thread feeds a queue; every wait here is bounded."""
 from __future__ import annotations
 
 import os
-import socket
+import queue
 import ssl
-import struct
 import time
 from collections.abc import Iterator
 
+import paho.mqtt.client as paho
+
 from .errors import CommandError
+from .util import tls_error_text
 
 KEEPALIVE = 60
-_CONNACK = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
-            4: "bad user name or password", 5: "not authorised"}
-
-
-def _str(b: bytes) -> bytes:
-    return struct.pack("!H", len(b)) + b
-
-
-def _packet(kind: int, body: bytes) -> bytes:
-    n, enc = len(body), bytearray()
-    while True:
-        d, n = n % 128, n // 128
-        enc.append(d | (0x80 if n else 0))
-        if not n:
-            return bytes([kind]) + bytes(enc) + body
+RECONNECT_MAX = 30  # s between reconnect attempts at most (paho backs off from 1 s)
 
 
 class Subscriber:
     def __init__(self, host: str, port: int, *, user: str | None = None, password: str | None = None,
-                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None, timeout: float = 10.0):
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as e:
-            raise CommandError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
-        try:
-            if tls is not None:
-                sock = tls.wrap_socket(sock, server_hostname=server_hostname or host)
-        except (OSError, ssl.SSLError) as e:
-            sock.close()
-            raise CommandError(f"TLS with {host}:{port} failed: {e}") from None
-        self.sock = sock
-        self.buf = b""
-        flags, payload = 0x02, _str(f"keypin-reports-{os.getpid()}".encode())
+                 tls: ssl.SSLContext | None = None, timeout: float = 10.0, on_event=None):
+        self.where = f"{host}:{port}"
+        self.events: queue.Queue = queue.Queue()
+        self.topic: str | None = None
+        self.on_event = on_event  # callable(str): connection lost / back, for the user
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"keypin-reports-{os.getpid()}",
+                        clean_session=True, protocol=paho.MQTTv311)
+        c.connect_timeout = timeout
+        c.reconnect_delay_set(1, RECONNECT_MAX)
         if user is not None:
-            flags |= 0x80
-            payload += _str(user.encode())
-            if password is not None:
-                flags |= 0x40
-                payload += _str(password.encode())
-        self.sock.sendall(_packet(0x10, _str(b"MQTT") + bytes([4, flags]) + struct.pack("!H", KEEPALIVE) + payload))
-        kind, body = self._read(time.monotonic() + timeout)
-        if kind != 0x20 or len(body) != 2:
-            raise CommandError(f"{host}:{port} is not an MQTT broker (no CONNACK)")
-        if body[1]:
-            raise CommandError(f"{host}:{port} refused the connection: {_CONNACK.get(body[1], body[1])}")
+            c.username_pw_set(user, password)
+        if tls is not None:
+            c.tls_set_context(tls)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        self.client = c
+        try:
+            c.connect(host, port, keepalive=KEEPALIVE)
+        except ssl.SSLError as e:
+            raise CommandError(f"TLS with {self.where} failed: {tls_error_text(e)}") from None
+        except (TimeoutError, OSError) as e:
+            raise CommandError(f"cannot connect to {self.where}: {getattr(e, 'strerror', None) or e or 'timed out'}") \
+                from None
+        c.loop_start()
+        self.connected = False
+        kind, val = self._wait(("connack",), timeout)
+        if kind is None:
+            self.close()
+            raise CommandError(f"{self.where} is not an MQTT broker (no CONNACK within {timeout:g} s)")
+        if val is not None:
+            self.close()
+            raise CommandError(f"{self.where} refused the connection: {val}")
+        self.connected = True
 
-    def _parse(self) -> tuple[int, bytes] | None:
-        b = self.buf
-        n, shift, i = 0, 0, 1
-        while True:
-            if i >= len(b):
-                return None
-            c = b[i]
-            n |= (c & 0x7F) << shift
-            shift += 7
-            i += 1
-            if not c & 0x80:
-                break
-            if shift > 21:
-                raise CommandError("malformed MQTT packet length")
-        if len(b) < i + n:
-            return None
-        self.buf = b[i + n:]
-        return b[0], b[i:i + n]
+    # paho's thread -> the queue
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        fail = str(rc).lower() if rc.is_failure else None
+        self.events.put(("connack", fail))
+        if fail is None and self.topic is not None:  # a reconnect: subscribe again
+            client.subscribe(self.topic, 0)
 
-    def _read(self, deadline: float) -> tuple[int, bytes]:
-        """One whole packet (kind, body); TimeoutError at the deadline (nothing consumed)."""
+    def _on_disconnect(self, client, userdata, flags, rc, props=None):
+        self.events.put(("lost", str(rc)))
+
+    def _on_subscribe(self, client, userdata, mid, rcs, props=None):
+        self.events.put(("suback", any(r.is_failure for r in rcs)))
+
+    def _on_message(self, client, userdata, msg):
+        self.events.put(("msg", (msg.topic, bytes(msg.payload), bool(msg.retain))))
+
+    def _wait(self, kinds, timeout: float | None):
+        """The next event of one of ``kinds`` (others are passed to ``_other``); (None, None) at the deadline."""
+        end = None if timeout is None else time.monotonic() + timeout
         while True:
-            pkt = self._parse()
-            if pkt is not None:
-                return pkt
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            self.sock.settimeout(left)
-            d = self.sock.recv(65536)  # socket.timeout is TimeoutError
-            if not d:
-                raise CommandError("the broker closed the connection")
-            self.buf += d
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None, None
+            try:
+                kind, val = self.events.get(timeout=min(left, 1.0) if left is not None else 1.0)
+            except queue.Empty:
+                continue
+            if kind in kinds:
+                return kind, val
+            self._other(kind, val)
+
+    def _other(self, kind, val) -> None:
+        if kind == "lost" and self.connected:
+            self.connected = False
+            if self.on_event:
+                self.on_event(f"connection to {self.where} lost ({val}); reconnecting")
+        elif kind == "connack" and val is None and not self.connected:
+            self.connected = True
+            if self.on_event:
+                self.on_event(f"reconnected to {self.where}")
 
     def subscribe(self, topic: str, timeout: float = 10.0) -> None:
-        self.sock.sendall(_packet(0x82, struct.pack("!H", 1) + _str(topic.encode()) + b"\x00"))
-        deadline = time.monotonic() + timeout
-        while True:
-            kind, body = self._read(deadline)
-            if kind == 0x90:
-                if body[2:3] == b"\x80":
-                    raise CommandError(f"the broker refused the subscription to {topic}")
-                return
+        self.topic = topic
+        self.client.subscribe(topic, 0)
+        kind, refused = self._wait(("suback",), timeout)
+        if kind is None:
+            raise CommandError(f"{self.where} did not confirm the subscription to {topic} within {timeout:g} s")
+        if refused:
+            raise CommandError(f"the broker refused the subscription to {topic}")
 
     def messages(self, count: int = 0, timeout: float = 0) -> Iterator[tuple[str, bytes, bool]]:
         """(topic, payload, retained) until count messages (0: no limit) or timeout s (0: none)."""
         end = time.monotonic() + timeout if timeout else None
         seen = 0
         while not count or seen < count:
-            now = time.monotonic()
-            if end is not None and now >= end:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
                 return
-            ping = now + KEEPALIVE / 2
-            try:
-                kind, body = self._read(min(ping, end) if end is not None else ping)
-            except TimeoutError:
-                if end is None or time.monotonic() < end:
-                    self.sock.sendall(b"\xc0\x00")  # PINGREQ
-                continue
-            if kind & 0xF0 != 0x30:
-                continue  # PINGRESP and the like
-            tl = struct.unpack("!H", body[:2])[0]
-            topic = body[2:2 + tl].decode("utf-8", "replace")
-            off = 2 + tl + (2 if kind & 0x06 else 0)
+            kind, val = self._wait(("msg",), left)
+            if kind is None:
+                return
             seen += 1
-            yield topic, body[off:], bool(kind & 0x01)
+            yield val
 
     def close(self) -> None:
         try:
-            self.sock.sendall(b"\xe0\x00")
-        except OSError:
-            pass
-        self.sock.close()
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()

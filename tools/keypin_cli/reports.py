@@ -11,15 +11,35 @@ def _when(t) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def format_message(topic: str, payload: bytes, retained: bool) -> str:
-    tag = "  [retained: sent before you subscribed]" if retained else ""
+def _batch(payload: bytes) -> dict | None:
     try:
         msg = json.loads(payload)
-        reports = msg["reports"]
-        if not isinstance(reports, list):
+        if not isinstance(msg["reports"], list):
             raise TypeError
     except (ValueError, KeyError, TypeError):
+        return None
+    return msg
+
+
+def message_json(topic: str, payload: bytes, retained: bool) -> dict:
+    """The --json form of one message (docs/cli.md): the device's batch as sent, plus where it came from."""
+    msg = _batch(payload)
+    out: dict = {"topic": topic, "retained": retained}
+    if msg is None:
+        out.update(error="not a keypin report batch", size=len(payload),
+                   payload=payload[:200].decode("utf-8", "replace"))
+        return out
+    out.update(device=msg.get("device"), dropped=msg.get("dropped", 0),
+               reports=[r for r in msg["reports"] if isinstance(r, dict)])
+    return out
+
+
+def format_message(topic: str, payload: bytes, retained: bool) -> str:
+    tag = "  [retained: sent before you subscribed]" if retained else ""
+    msg = _batch(payload)
+    if msg is None:
         return f"{topic}: not a keypin report batch ({len(payload)} bytes): {payload[:200]!r}{tag}"
+    reports = msg["reports"]
     dev = msg.get("device", "?")
     dropped = msg.get("dropped", 0)
     lines = [f"{topic}: {len(reports)} pin failure report{'' if len(reports) == 1 else 's'} from {dev}"

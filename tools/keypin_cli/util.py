@@ -4,6 +4,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
+import ssl
 import sys
 import tempfile
 
@@ -68,6 +70,24 @@ def read_input(path: str) -> bytes:
             return f.read()
     except OSError as e:
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+_TLS_HINTS = {"WRONG_VERSION_NUMBER": " (is that port speaking TLS?)",
+              "UNSUPPORTED_PROTOCOL": " (the server offers only an old TLS version)",
+              "TLSV1_ALERT_PROTOCOL_VERSION": " (no TLS version in common)"}
+
+
+def tls_error_text(e: BaseException) -> str:
+    """An ssl error as a sentence: no ``[SSL: X]`` tag, no ``(_ssl.c:989)`` internals."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {e.verify_message or e.reason}"
+    text = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], str) else str(e)
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
+    text = re.sub(r"^\[SSL: [A-Z0-9_]+\]\s*", "", text).strip()
+    reason = getattr(e, "reason", None) or ""
+    if isinstance(e, ssl.SSLEOFError) or "EOF occurred" in text:
+        text = "the server closed the connection during the TLS handshake"
+    return (text or reason.lower().replace("_", " ") or type(e).__name__) + _TLS_HINTS.get(reason, "")
 
 
 def is_ip(host: str) -> bool:

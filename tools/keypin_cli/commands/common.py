@@ -3,6 +3,7 @@ common options, nested ACTION tables (pinset, signer) and exclusive file creatio
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -48,3 +49,47 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _number(text: str, what: str, conv=float):
+    try:
+        v = conv(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return v
+
+
+def seconds(text: str) -> float:
+    """A timeout: a number of seconds > 0 (0 would mean non-blocking sockets, not 'no timeout')."""
+    v = _number(text, "a number of seconds")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a timeout must be more than 0 seconds")
+    return v
+
+
+def seconds_or_0(text: str) -> float:
+    """A duration where 0 means 'no limit'; negative values are refused."""
+    v = _number(text, "a number of seconds")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (no limit) or a positive number of seconds")
+    return v
+
+
+def count(text: str) -> int:
+    v = _number(text, "a whole number", int)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (no limit) or a positive count")
+    return v
+
+
+def address(text: str) -> int:
+    """A flash address: decimal or 0x hex, >= 0."""
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a flash address (give e.g. 0x1000 or 4096)") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a flash address cannot be negative")
+    return v

@@ -9,33 +9,37 @@ import subprocess
 from .. import decide, hook, material, mqttsub, pindoc, reports
 from ..errors import CommandError
 from ..tlsprobe import fetch_chain
-from ..util import note, parse_hostport, progress, read_input
+from ..util import add_json_arg, emit_json, note, parse_hostport, progress, read_input, tls_error_text
+from .common import count, seconds, seconds_or_0
 
 
 def cmd_reports(a) -> int:
     ctx = None
-    if a.tls or a.cafile or a.insecure:
-        ctx = ssl.create_default_context(cafile=a.cafile)
+    tls = bool(a.tls or a.cafile or a.insecure)
+    port = a.port or (8883 if tls else 1883)
+    if tls:
+        try:
+            ctx = ssl.create_default_context(cafile=a.cafile)
+        except (OSError, ssl.SSLError) as e:
+            raise CommandError(f"--cafile {a.cafile}: {getattr(e, 'strerror', None) or tls_error_text(e)}") from None
         if a.insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
     topic = a.topic or f"{a.prefix}/+/reports"
+    sub = mqttsub.Subscriber(a.host, port, user=a.user, password=a.password, tls=ctx,
+                             timeout=a.connect_timeout, on_event=note)
+    n = 0
     try:
-        sub = mqttsub.Subscriber(a.host, a.port, user=a.user, password=a.password, tls=ctx,
-                                 timeout=a.connect_timeout)
-        try:
-            sub.subscribe(topic, a.connect_timeout)
-            progress(f"subscribed to {topic} on {a.host}:{a.port}")
-            n = 0
-            for t, payload, retained in sub.messages(a.count, a.timeout):
+        sub.subscribe(topic, a.connect_timeout)
+        progress(f"subscribed to {topic} on {a.host}:{port}" + (" (TLS)" if tls else ""))
+        for t, payload, retained in sub.messages(a.count, a.timeout):
+            if a.json:
+                emit_json("reports", reports.message_json(t, payload, retained))
+            else:
                 print(reports.format_message(t, payload, retained), flush=True)
-                n += 1
-        finally:
-            sub.close()
-    except TimeoutError:
-        raise CommandError(f"{a.host}:{a.port} did not answer within {a.connect_timeout:g} s") from None
-    except OSError as e:
-        raise CommandError(f"{a.host}:{a.port}: {e.strerror or e}") from None
+            n += 1
+    finally:
+        sub.close()
     if a.count and n < a.count:
         note(f"{n} of {a.count} report message(s) within {a.timeout:g} s")
     return 0
@@ -62,6 +66,8 @@ def cmd_check(a) -> int:
     for n in ch.notes:
         note(n)
     d = decide.decide(chain, s)
+    if d.outcome in (decide.ACTIVE, decide.BACKUP) and ch.complete:  # which kind of listener (H5)
+        print(decide.listener(ch.certs).text(s["policy"]))
     if d.outcome == decide.ACTIVE:
         for e in chain:
             print(f"depth {e.depth}: {e.pin} {e.subject}")
@@ -148,7 +154,7 @@ def args_certbot_hook(p):
 
 def args_reports(p):
     p.add_argument("--host", required=True, help="MQTT broker")
-    p.add_argument("--port", type=int, default=1883, help="broker port (default 1883; 8883 with --tls)")
+    p.add_argument("--port", type=int, default=None, help="broker port (default 1883; 8883 with --tls)")
     p.add_argument("--user", help="broker user name")
     p.add_argument("--password", help="broker password")
     p.add_argument("--tls", action="store_true", help="TLS, verified against the system CAs (or --cafile)")
@@ -156,8 +162,8 @@ def args_reports(p):
     p.add_argument("--insecure", action="store_true", help="TLS without verification (implies --tls)")
     p.add_argument("--prefix", default="keypin", help="the devices' topic_prefix (default keypin)")
     p.add_argument("--topic", help="subscribe to this topic instead of PREFIX/+/reports")
-    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N messages (default: no limit)")
-    p.add_argument("--timeout", type=float, default=0, metavar="S", help="stop after S seconds (default: never)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
-
-
+    p.add_argument("--count", type=count, default=0, metavar="N", help="stop after N messages (default: no limit)")
+    p.add_argument("--timeout", type=seconds_or_0, default=0, metavar="S",
+                   help="stop after S seconds (default 0: never)")
+    p.add_argument("--connect-timeout", type=seconds, default=10.0, metavar="S", help=argparse.SUPPRESS)
+    add_json_arg(p)
