@@ -40,6 +40,12 @@ def connect(host, port, **kw):
     return _c(host, port, **kw)
 
 
+def context(host_or_set, **kw):
+    # an SSLContext-like object for any client: pins inside the handshake (keypin.tls)
+    from keypin.tls import context as _x
+    return _x(host_or_set, **kw)
+
+
 def use_store(path_or_store):
     from keypin.tls import use_store as _u
     return _u(path_or_store)

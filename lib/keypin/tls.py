@@ -1,5 +1,8 @@
 # Pinned TLS: the verify callback decides inside the handshake.
+# One Attempt object carries a connection attempt (host, port, pin set, checker, verdict)
+# through the TLS path; keypin.connect, keypin.context, https, mqtt and keypin.aio all use it.
 import socket
+import time
 
 from micropython import const
 
@@ -14,7 +17,6 @@ BACKUP = const(2)
 RETIRED = const(3)
 UNKNOWN = const(4)
 BADCERT = const(5)
-_WHY = ("no certificate checked", "active", "backup", "retired key", "unknown key", "malformed certificate")
 
 _store = None
 resolve: dict = {}  # host -> address override (like /etc/hosts), e.g. from config.json
@@ -24,8 +26,9 @@ on_mismatch = None  # optional hook(PinMismatch), e.g. keypin.report.record
 def use_store(path_or_store):
     global _store
     if isinstance(path_or_store, str):
-        from keypin.store import PinStore
-        path_or_store = PinStore(path_or_store)
+        from keypin import store as _st
+        # one PinStore object per file (keypin.store.open), shared with keypin.setup
+        path_or_store = getattr(_st, "open", _st.PinStore)(path_or_store)
     _store = path_or_store
     return _store
 
@@ -39,9 +42,12 @@ def default_store():
 class Checker:
     # Holds preallocated per-depth digest slots; cb() runs inside mbedTLS and never
     # raises or allocates (beyond what the VM needs to call it).
-    def __init__(self, active, backups, retired, any_depth):
+    # active: digests in service (any matches); backups: flat digests, groups[i] = the
+    # backup group of backups[i]; retired: device-wide retired digests.
+    def __init__(self, active, backups, groups, retired, any_depth):
         self.active = active
         self.backups = backups
+        self.groups = groups
         self.retired = retired
         self.any = any_depth
         self.slots = [bytearray(32) for _ in range(_MAXD)]
@@ -53,7 +59,8 @@ class Checker:
         for i in range(_MAXD):
             self.codes[i] = 1
         self.decision = NONE
-        self.k = -1
+        self.k = -1  # backup group matched
+        self.md = -1  # depth whose key matched
         self.depth = -1  # deepest depth seen
 
     def cb(self, cert, depth):
@@ -72,32 +79,40 @@ class Checker:
         top = self.depth if self.any else 0
         if top >= _MAXD:
             top = _MAXD - 1
-        if self.codes[0] < 0:
+        codes, slots = self.codes, self.slots
+        if codes[0] < 0:
             self.decision = BADCERT
             return 1
         # a retired key anywhere we look is refused, before anything else
         for d in range(top + 1):
-            if self.codes[d] == 0:
+            if codes[d] == 0:
                 for r in self.retired:
-                    if self.slots[d] == r:
+                    if slots[d] == r:
                         self.decision = RETIRED
+                        self.md = d
                         return 1
         for d in range(top + 1):
-            if self.codes[d] == 0 and self.slots[d] == self.active:
-                self.decision = ACTIVE
-                return 0
+            if codes[d] == 0:
+                for a in self.active:
+                    if slots[d] == a:
+                        self.decision = ACTIVE
+                        self.md = d
+                        return 0
         best = -1
+        bk = self.backups
         for d in range(top + 1):
-            if self.codes[d] == 0:
-                for i in range(len(self.backups)):
-                    if self.slots[d] == self.backups[i] and (best < 0 or i < best):
-                        best = i
+            if codes[d] == 0:
+                for i in range(len(bk)):
+                    if slots[d] == bk[i] and (best < 0 or self.groups[i] < best):
+                        best = self.groups[i]
+                        self.md = d
         if best >= 0:
             self.decision = BACKUP
             self.k = best
             return 0
         self.decision = UNKNOWN
         return 1
+
 
 def _tls():
     try:
@@ -107,14 +122,252 @@ def _tls():
         return None
 
 
-class PinnedStream:
-    def __init__(self, sock, store, name, chk, pin):
-        self.sock = sock
+def _digests(store, name):
+    # (active, backups, groups, retired); also takes a one-active store (a 3-tuple)
+    d = store.digests(name)
+    if len(d) == 3:
+        d = ([d[0]], d[1], list(range(len(d[1]))), d[2])
+    return d
+
+
+def _ca(store, name, cadata):
+    if cadata is not None:
+        return cadata
+    f = getattr(store, "ca_ders", None)
+    return f(name) if f else None
+
+
+# One TLS context per pin set, reused by its connections (MQTT and HTTPS share it): an
+# mbedTLS context is ~3 KB of heap and seeds a DRBG when made. It is rebuilt when the set's
+# pins change (a new digests tuple after any store write or load) or cadata changes.
+_ctxs: dict = {}
+
+
+def _context(t, store, name, s, cadata):
+    # -> (digests, cadata, ctx, chk), or None if this firmware has no verify_callback
+    dig = store.digests(name)
+    e = _ctxs.get(name)
+    if e is not None and e[0] is dig and e[1] == cadata:
+        e[3].reset()
+        return e
+    a, b, g, r = _digests(store, name)
+    chk = Checker(a, b, g, r, s["policy"] == "any")
+    if chk.any and not cadata:
+        # Without a trust anchor mbedTLS (CERT_OPTIONAL) does not enforce the chain's
+        # signatures: a replayed intermediate certificate over a rogue leaf would match.
+        raise Unsupported("set %r has policy 'any': it needs CA+pin mode (a 'ca' in the set, or"
+                          " connect(..., cadata=CA)) so that the chain up to the pinned key is verified" % name)
+    ctx = t.SSLContext(t.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.verify_callback = chk.cb
+    except (AttributeError, TypeError):
+        return None
+    if cadata:
+        ctx.verify_mode = t.CERT_REQUIRED
+        try:
+            from keypin.tlsx import ders
+            for der in ders(cadata):
+                ctx.load_verify_locations(der)
+        except ValueError as x:
+            raise CertError("cadata: not a valid CA certificate (%s)" % x)
+    else:
+        ctx.verify_mode = t.CERT_OPTIONAL
+    _ctxs.pop(name, None)  # drop the old context before keeping the new one
+    e = (dig, cadata, ctx, chk)
+    _ctxs[name] = e
+    return e
+
+
+def _until(ms):
+    # a deadline ms milliseconds from now (ticks)
+    return time.ticks_add(time.ticks_ms(), int(ms))
+
+
+def _left(deadline):
+    return time.ticks_diff(deadline, time.ticks_ms())
+
+
+try:
+    from io import IOBase as _IOBase
+except ImportError:  # firmware without io.IOBase: per-operation timeouts only
+    _IOBase = None
+
+def _errno(e):
+    # -errno of an OSError (for a stream called from C), EIO if it has none
+    a = e.args[0] if e.args else 0
+    return -a if isinstance(a, int) and a > 0 else -5
+
+
+if _IOBase is not None:
+    class _Clock(_IOBase):  # type: ignore[misc,valid-type]
+        # The socket as mbedTLS sees it: every read and write gets the time left before
+        # `end` as its timeout, so a peer that drips one byte at a time cannot stretch a
+        # handshake or a response past the deadline. Called from C: never raises, returns
+        # -errno instead (ETIMEDOUT = 110 once the deadline has passed).
+        def __init__(self, sock, end):
+            self.s = sock
+            self.end = end  # ticks_ms deadline, or None
+
+        def _arm(self):
+            if self.end is None:
+                return 0
+            left = time.ticks_diff(self.end, time.ticks_ms())
+            if left <= 0:
+                return -110
+            self.s.settimeout(left / 1000)
+            return 0
+
+        # recv/send, not readinto/write: a socket's stream readinto loops until the buffer
+        # is full, each wait bounded alone, which is exactly what a drip exploits
+        def readinto(self, buf):
+            try:
+                r = self._arm()
+                if r:
+                    return r
+                d = self.s.recv(len(buf))
+                n = len(d)
+                buf[:n] = d
+                return n
+            except OSError as e:
+                return _errno(e)
+
+        def write(self, buf):
+            try:
+                r = self._arm()
+                return r if r else self.s.send(buf)
+            except OSError as e:
+                return _errno(e)
+
+        def ioctl(self, req, arg):
+            if req == 4:  # MP_STREAM_CLOSE, from the TLS socket's close()
+                self.s.close()
+                return 0
+            return -22  # EINVAL: no poll here (the blocking path only)
+
+        def setblocking(self, flag):
+            return self.s.setblocking(flag)
+
+        def close(self):
+            self.s.close()
+
+
+class Attempt:
+    # One connection attempt: host, port, pin set (one lookup), checker, verdict.
+    def __init__(self, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=None):
+        store = store or default_store()
+        if isinstance(store, str):
+            store = use_store(store)
+        name = pinset or store.find(host)
+        if name is None:
+            raise StoreError("no pin set covers host %r; add one (ks.pins or keypin pinset new)" % host)
         self.store = store
-        self.pinset = name
-        self.pin = pin  # the matched pin
+        self.name = name
+        self.s = store.get(name)
+        self.host = host
+        self.port = port
+        self.cadata = _ca(store, name, cadata)
+        self.t = _tls_mod or _tls()
+        self.chk = None
+        self.ctx = None
+        self.clock = None
+        if self.t is not None and hasattr(self.t, "SSLContext"):
+            e = _context(self.t, store, name, self.s, self.cadata)
+            if e is not None:
+                self.ctx, self.chk = e[2], e[3]
+
+    def wrap(self, sock, do_handshake=True, deadline=None):
+        # TLS over a connected socket; with do_handshake the handshake runs now and the
+        # result is a PinnedStream, else the raw TLS socket (asyncio: the handshake runs in
+        # the first read/write; call finish() after it). The socket is closed on failure.
+        try:
+            if self.ctx is None:
+                return self._legacy(sock)
+            raw = sock
+            if deadline is not None and _IOBase is not None:
+                raw = self.clock = _Clock(sock, deadline)
+            try:
+                ss = self.ctx.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=do_handshake)
+            except (OSError, ValueError) as e:
+                raise self.failed(e)
+            if not do_handshake:
+                return ss
+            return self.finish(ss)
+        except BaseException:
+            sock.close()
+            raise
+
+    def failed(self, e):
+        # -> the exception to raise for a handshake that raised e
+        chk = self.chk
+        if chk is not None and chk.decision >= RETIRED:  # the callback refused the key
+            return self._fail()
+        # otherwise the handshake failed for its own reasons (timeout, EOF, protocol, an
+        # unparsable certificate, CA verification): no pin verdict, report what happened
+        if isinstance(e, ValueError):  # mbedTLS reports X.509 verification (CA+pin mode) so
+            return CertError("certificate verification failed for %s:%d: %s" % (self.host, self.port, e))
+        if self.clock is not None and _left(self.clock.end) <= 0:
+            return OSError(110, "deadline passed during the TLS handshake with %s:%d" % (self.host, self.port))
+        return e  # keys matched but TLS failed, e.g. a server without the key's private half
+
+    def finish(self, ss):
+        # after a completed handshake: a PinnedStream, or fail closed
+        chk = self.chk
+        if chk.decision not in (ACTIVE, BACKUP):
+            # the callback was never asked about the leaf: fail closed
+            ss.close()
+            raise self._fail()
+        return PinnedStream(ss, self)
+
+    def _legacy(self, sock):
+        # firmware without verify_callback: check the leaf before any application byte
+        from keypin import tlsx
+        t = self.t
+        if t is not None and hasattr(t, "SSLContext"):
+            wrap_socket = t.SSLContext(t.PROTOCOL_TLS_CLIENT).wrap_socket
+        else:
+            wrap_socket = tlsx.legacy_wrap()
+        a, b, g, r = _digests(self.store, self.name)
+        self.chk = Checker(a, b, g, r, False)  # only the leaf is visible there
+        ss = tlsx.peercert(wrap_socket, sock, self.host, self.chk, self.cadata)
+        try:
+            return self.finish(ss)
+        except BaseException:
+            ss.close()
+            raise
+
+    def _fail(self):
+        from keypin.tlsx import mismatch
+        e = mismatch(self.chk, self.host, self.port, self.name, self.s, self.store)
+        if on_mismatch is not None:
+            try:
+                on_mismatch(e)
+            except Exception as x:
+                print("keypin: failure report not recorded:", repr(x))
+        return e
+
+
+class PinnedStream:
+    def __init__(self, sock, att):
+        self.sock = sock
+        self.att = att
+        chk = att.chk
+        self.store = att.store
+        self.pinset = att.name
+        from keypin.pins import format_pin
+        self.pin = format_pin(chk.slots[chk.md])  # the matched pin
         self.backup = chk.k if chk.decision == BACKUP else -1
         self.verdict = "backup" if self.backup >= 0 else "active"
+
+    @property
+    def deadline(self):
+        c = self.att.clock
+        return c.end if c is not None else None
+
+    def set_deadline(self, deadline):
+        # a new overall deadline (ticks_ms) for the reads and writes from now on, or None
+        c = self.att.clock
+        if c is not None:
+            c.end = deadline
 
     def read(self, n=-1):
         return self.sock.read(n) if n >= 0 else self.sock.read()
@@ -137,122 +390,26 @@ class PinnedStream:
             self.sock = None
 
     def confirm(self):
-        # the protocol saw a genuine response from the server holding backup k: commit
+        # the protocol saw a genuine response from the server holding backup group k: commit
         if self.verdict == "backup":
             self.store.rotate(self.pinset, self.backup, self.pin)
             self.verdict = "rotated"
         return self.verdict
 
 
-def _lookup(store, host, pinset):
-    store = store or default_store()
-    if isinstance(store, str):
-        store = use_store(store)
-    name = pinset or store.find(host)
-    if name is None:
-        raise StoreError("no pin set covers host %r; add one (ks.pins or keypin pinset new)" % host)
-    return store, name, store.get(name)
-
-
-# One TLS context per pin set, reused by its connections (MQTT and HTTPS share it): an
-# mbedTLS context is ~3 KB of heap and seeds a DRBG when made. It is rebuilt when the set's
-# pins change (a new digests tuple after any store write or load) or cadata changes.
-_ctxs: dict = {}
-
-
-def _context(t, store, name, s, cadata):
-    # -> (digests, cadata, ctx, chk), or None if this firmware has no verify_callback
-    dig = store.digests(name)
-    e = _ctxs.get(name)
-    if e is not None and e[0] is dig and e[1] == cadata:
-        e[3].reset()
-        return e
-    chk = Checker(dig[0], dig[1], dig[2], s["policy"] == "any")
-    if chk.any and not cadata:
-        # Without a trust anchor mbedTLS (CERT_OPTIONAL) does not enforce the chain's
-        # signatures: a replayed intermediate certificate over a rogue leaf would match.
-        raise Unsupported("set %r has policy 'any': it needs CA+pin mode (connect(..., cadata=CA))"
-                          " so that the chain up to the pinned key is verified" % name)
-    ctx = t.SSLContext(t.PROTOCOL_TLS_CLIENT)
-    try:
-        ctx.verify_callback = chk.cb
-    except (AttributeError, TypeError):
-        return None
-    if cadata:
-        ctx.verify_mode = t.CERT_REQUIRED
-        try:
-            from keypin.tlsx import ders
-            for der in ders(cadata):
-                ctx.load_verify_locations(der)
-        except ValueError as x:
-            raise CertError("cadata: not a valid CA certificate (%s)" % x)
-    else:
-        ctx.verify_mode = t.CERT_OPTIONAL
-    _ctxs.pop(name, None)  # drop the old context before keeping the new one
-    e = (dig, cadata, ctx, chk)
-    _ctxs[name] = e
-    return e
-
-
-def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, _tls_mod=None):
+def wrap(sock, host, port=0, *, store=None, pinset=None, cadata=None, deadline=None, _tls_mod=None):
     # Pinned TLS over a connected socket. Returns a PinnedStream or raises; on any
     # failure the socket is closed and nothing was sent.
     try:
-        store, name, s = _lookup(store, host, pinset)
-        t = _tls_mod or _tls()
-        if t is not None and hasattr(t, "SSLContext"):
-            e = _context(t, store, name, s, cadata)
-            if e is not None:
-                return _handshake_cb(e[2], sock, host, port, store, name, s, e[3])
-            wrap_socket = t.SSLContext(t.PROTOCOL_TLS_CLIENT).wrap_socket
-        else:
-            from keypin.tlsx import legacy_wrap
-            wrap_socket = legacy_wrap()
-        from keypin.tlsx import peercert
-        a, b, r = store.digests(name)
-        chk = Checker(a, b, r, False)
-        return peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata)
+        att = Attempt(host, port, store=store, pinset=pinset, cadata=cadata, _tls_mod=_tls_mod)
     except BaseException:
         sock.close()
         raise
+    return att.wrap(sock, True, deadline)
 
 
-def _handshake_cb(ctx, sock, host, port, store, name, s, chk):
-    try:
-        ss = ctx.wrap_socket(sock, server_hostname=host)
-    except (OSError, ValueError) as e:
-        if chk.decision >= RETIRED:  # the callback refused the key
-            raise _fail(chk, host, port, name, s)
-        # otherwise the handshake failed for its own reasons (timeout, EOF, protocol,
-        # an unparsable certificate, CA verification): no pin verdict, report what happened
-        if isinstance(e, ValueError):  # mbedTLS reports X.509 verification (CA+pin mode) so
-            raise CertError("certificate verification failed for %s:%d:%s" % (host, port, e))
-        raise  # keys matched but TLS failed, e.g. a server without the key's private half
-    if chk.decision not in (ACTIVE, BACKUP):
-        # the callback was never asked about the leaf: fail closed
-        ss.close()
-        raise _fail(chk, host, port, name, s)
-    return PinnedStream(ss, store, name, chk, _pin(chk, s))
-
-
-def _pin(chk, s):
-    return s["active"] if chk.decision == ACTIVE else s["backups"][chk.k]
-
-
-def _fail(chk, host, port, name, s):
-    from keypin.tlsx import mismatch
-    e = mismatch(chk, host, port, name, s)
-    if on_mismatch is not None:
-        try:
-            on_mismatch(e)
-        except Exception as x:
-            print("keypin: failure report not recorded:", repr(x))
-    return e
-
-
-def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, addr=None):
-    # addr: connect to this address instead of resolving host (host still drives SNI and pins)
-    store, name, _ = _lookup(store, host, pinset)
+def open_socket(host, port, timeout=None, addr=None):
+    # a connected TCP socket (timeout bounds the connect); closed on failure
     ai = socket.getaddrinfo(addr or resolve.get(host) or host, port, 0, socket.SOCK_STREAM)[0]
     sock = socket.socket(ai[0], socket.SOCK_STREAM)
     try:
@@ -262,4 +419,63 @@ def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, a
     except BaseException:
         sock.close()
         raise
-    return wrap(sock, host, port, store=store, pinset=name, cadata=cadata)
+    return sock
+
+
+def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, addr=None):
+    # addr: connect to this address instead of resolving host (host still drives SNI and pins).
+    # timeout (s): one budget for TCP connect + TLS handshake, and the initial deadline of
+    # the stream's reads and writes (PinnedStream.set_deadline moves it).
+    att = Attempt(host, port, store=store, pinset=pinset, cadata=cadata)
+    end = _until(timeout * 1000) if timeout is not None else None
+    sock = open_socket(host, port, timeout, addr)
+    return att.wrap(sock, True, end)
+
+
+class PinnedContext:
+    # Stands wherever MicroPython code takes an SSLContext: ctx.wrap_socket(sock,
+    # server_hostname=...), umqtt.simple >= 1.4 (MQTTClient(..., ssl=ctx)), asyncio
+    # (open_connection(..., ssl=ctx)). Pins exactly as keypin.connect. `last` is the stream
+    # of the latest handshake; confirm() commits its pending rotation (call it after a
+    # genuine reply: see docs/asyncio.md).
+    def __init__(self, host_or_set, store=None, cadata=None, timeout=None):
+        store = store or default_store()
+        if isinstance(store, str):
+            store = use_store(store)
+        self.store = store
+        if host_or_set in store.doc["sets"]:
+            self.name = host_or_set
+            self.host = store.get(host_or_set)["hosts"][0]
+        else:
+            self.name = store.find(host_or_set)
+            self.host = host_or_set
+            if self.name is None:
+                raise StoreError("no pin set covers host %r; add one (ks.pins or keypin pinset new)"
+                                 % host_or_set)
+        self.cadata = cadata
+        self.timeout = timeout
+        self.last = None
+
+    def wrap_socket(self, sock, server_hostname=None, do_handshake_on_connect=True, **kw):
+        h = self.host
+        if server_hostname and self.store.find(server_hostname) == self.name:
+            h = server_hostname  # a host of this set: its name goes in SNI
+        att = Attempt(h, 0, store=self.store, pinset=self.name, cadata=self.cadata)
+        end = _until(self.timeout * 1000) if self.timeout is not None and do_handshake_on_connect else None
+        if do_handshake_on_connect:
+            self.last = att.wrap(sock, True, end)
+            return self.last
+        from keypin.tlsx import Lazy
+        self.last = Lazy(att, att.wrap(sock, False))
+        return self.last
+
+    @property
+    def verdict(self):
+        return self.last.verdict if self.last is not None else None
+
+    def confirm(self):
+        return self.last.confirm() if self.last is not None else None
+
+
+def context(host_or_set, *, store=None, cadata=None, timeout=None):
+    return PinnedContext(host_or_set, store, cadata, timeout)

@@ -1,10 +1,12 @@
 # The less travelled paths of keypin.tls, loaded only when needed: the pin-failure
-# report, PEM CA data for CA+pin mode, and the getpeercert(True) path of firmware
-# without verify_callback.
+# report, PEM CA data for CA+pin mode, the getpeercert(True) path of firmware without
+# verify_callback, and the lazy-handshake socket of PinnedContext. Imports nothing from
+# keypin.tls: what it needs comes in as arguments.
 from keypin import PinMismatch, Unsupported
 from keypin.pins import format_pin
 from keypin.spki import error_text
-from keypin.tls import _WHY, ACTIVE, BACKUP, PinnedStream, _fail, _pin
+
+_WHY = ("no certificate checked", "active", "backup", "retired key", "unknown key", "malformed certificate")
 
 
 def chain(chk):
@@ -17,28 +19,43 @@ def chain(chk):
     return out
 
 
-def mismatch(chk, host, port, name, s):
+def _list(v):
+    return [v] if isinstance(v, str) else v
+
+
+def mismatch(chk, host, port, name, s, store=None):
     why = _WHY[chk.decision]
     lines = ["Certificate pinning failure! (%s)" % why,
              "  Peer certificate chain for %s:%d:" % (host, port)]
-    for d, p in chain(chk):
+    ch = chain(chk)
+    for d, p in ch:
         lines.append("    depth %d: %s" % (d, p))
     if chk.depth >= len(chk.slots):
         lines.append("    (%d deeper certificates not checked)" % (chk.depth - len(chk.slots) + 1))
     lines.append("  Pinned keys for %s (set %r, policy %s):" % (host, name, s["policy"]))
-    lines.append("    active: " + s["active"])
-    for i, p in enumerate(s["backups"]):
-        lines.append("    backup %d: %s" % (i + 1, p))
-    for p in s["retired"]:
-        lines.append("    retired: " + p)
+    for p in _list(s["active"]):
+        lines.append("    active: " + p)
+    for i, g in enumerate(s["backups"]):
+        lines.append("    backup %d: %s" % (i + 1, ", ".join(_list(g))))
+    doc = store.doc if store is not None else {}
+    retired = doc.get("retired") if isinstance(doc.get("retired"), list) else s.get("retired", [])
+    seen = [p for _, p in ch]
+    for p in retired:
+        # the whole device-wide list can be long: show the retired keys this chain presented
+        if chk.decision != 3 or p in seen:  # 3: keypin.tls.RETIRED
+            lines.append("    retired: " + p)
     e = PinMismatch("\n".join(lines))
     e.host, e.port, e.pinset, e.reason = host, port, name, why
-    e.chain = chain(chk)
+    e.chain = ch
     return e
 
 
 def ders(data):
-    # CA certificates as DER (some firmware builds lack mbedTLS PEM parsing)
+    # CA certificates as DER (some firmware builds lack mbedTLS PEM parsing): PEM text,
+    # one DER certificate, or a list of DER certificates (a pin set's "ca")
+    if isinstance(data, (list, tuple)):
+        yield from data
+        return
     if b"-----BEGIN" not in data:
         yield data
         return
@@ -51,8 +68,9 @@ def ders(data):
         raise ValueError("no CERTIFICATE in PEM")
 
 
-def peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata):
-    # firmware without verify_callback: check the leaf before any application byte
+def peercert(wrap_socket, sock, host, chk, cadata):
+    # firmware without verify_callback: hash the leaf before any application byte; the
+    # caller (Attempt.finish) refuses the connection unless the decision is active/backup
     if cadata:
         raise Unsupported("CA+pin mode needs MicroPython >= 1.23 (tls.SSLContext.verify_callback)")
     ss = wrap_socket(sock, server_hostname=host)
@@ -61,14 +79,11 @@ def peercert(wrap_socket, sock, host, port, store, name, s, chk, cadata):
         if not der:
             raise Unsupported("firmware has neither verify_callback nor getpeercert(True): "
                               "refusing an unpinned connection; upgrade to MicroPython >= 1.23")
-        chk.any = False  # only the leaf is visible here
         chk.cb(der, 0)
-        if chk.decision not in (ACTIVE, BACKUP):
-            raise _fail(chk, host, port, name, s)
     except BaseException:
         ss.close()
         raise
-    return PinnedStream(ss, store, name, chk, _pin(chk, s))
+    return ss
 
 
 def legacy_wrap():
@@ -79,3 +94,54 @@ def legacy_wrap():
         return ssl.wrap_socket
     except ImportError:
         raise Unsupported("this firmware has no TLS module")
+
+
+class Lazy:
+    # PinnedContext.wrap_socket(..., do_handshake_on_connect=False): the TLS socket of an
+    # asyncio stream. The handshake runs inside the first read or write (the verify
+    # callback refuses unknown and retired keys there, before any application byte); its
+    # failure is raised as keypin's own error, and once it completed the verdict is known.
+    def __init__(self, att, ss):
+        self.att = att
+        self.ss = ss
+        self.stream = None  # the PinnedStream once the handshake completed
+
+    def _io(self, f, *a):
+        try:
+            r = f(*a)
+        except (OSError, ValueError) as e:
+            if self.stream is None:
+                self.ss.close()
+                raise self.att.failed(e)
+            raise
+        if r is not None and self.stream is None:
+            self.stream = self.att.finish(self.ss)
+        return r
+
+    def read(self, n=-1):
+        return self._io(self.ss.read, n) if n >= 0 else self._io(self.ss.read)
+
+    def readinto(self, buf, n=None):
+        return self._io(self.ss.readinto, buf) if n is None else self._io(self.ss.readinto, buf, n)
+
+    def readline(self):
+        return self._io(self.ss.readline)
+
+    def write(self, buf, n=None):
+        return self._io(self.ss.write, buf) if n is None else self._io(self.ss.write, buf, n)
+
+    def ioctl(self, req, arg):
+        return self.ss.ioctl(req, arg)
+
+    def setblocking(self, flag):
+        return self.ss.setblocking(flag)
+
+    def close(self):
+        self.ss.close()
+
+    @property
+    def verdict(self):
+        return self.stream.verdict if self.stream is not None else None
+
+    def confirm(self):
+        return self.stream.confirm() if self.stream is not None else None

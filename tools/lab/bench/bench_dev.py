@@ -56,7 +56,7 @@ def alloc(path):
         der = f.read()
     mv = memoryview(der)
     d = S.spki_sha256(der)
-    chk = Checker(bytes(32), [bytes(31) + b"\x01", d], [bytes(31) + b"\x02"], False)
+    chk = Checker([bytes(32)], [bytes(31) + b"\x01", d], [0, 1], [bytes(31) + b"\x02"], False)
     cb = chk.cb
     n = 2000
     for _ in range(10):
@@ -70,7 +70,7 @@ def alloc(path):
         cb(mv, 0)
     b = gc.mem_alloc()
     gc.enable()
-    assert chk.decision == 2  # backup 1 matched: the full decision path ran
+    assert chk.decision == 2  # backup group 1 matched: the full decision path ran
     print(json.dumps({"alloc_bytes_per_cert": (b - a) / n, "calls": n, "impl": S.IMPL}))
 
 
