@@ -1,0 +1,48 @@
+# Device side of test_lean.py (Unix port): one pinned connection per target, same store.
+#   dev_lean.py STORE TARGET...   TARGET = https:NAME:PORT (GET /checkin?via=NAME)
+#                                        | mqtt:NAME:PORT  (publish keypin/lean/NAME)
+# Prints one JSON line: {NAME: {ok, verdict, status | error}, "writes": n, "active": pin}.
+import json
+import sys
+
+import keypin
+from keypin import https, mqtt, tls
+from keypin.store import _FS, PinStore
+
+
+class CountFS(_FS):
+    writes = 0
+
+    def write(self, path, data):
+        CountFS.writes += 1
+        _FS.write(self, path, data)
+
+
+HOST = "device.example.test"
+st = PinStore(sys.argv[1], fs=CountFS())
+keypin.use_store(st)
+tls.resolve[HOST] = "127.0.0.1"
+out = {}
+for t in sys.argv[2:]:
+    kind, name, port = t.split(":")
+    r = {}
+    try:
+        if kind == "https":
+            resp = https.get("https://%s:%s/checkin?via=%s" % (HOST, port, name))
+            r["status"], r["verdict"] = resp.status, resp.verdict
+        else:
+            c = mqtt.Client(b"kp-lean-" + name.encode(), HOST, int(port), user=b"dev", password=b"secret",
+                            addr="127.0.0.1")
+            c.ensure(tries=1)
+            r["verdict"] = c.verdict
+            c.publish(b"keypin/lean/" + name.encode(), b"via " + name.encode())
+            c.close()
+        r["ok"] = True
+    except keypin.KeypinError as e:
+        r["ok"], r["error"], r["msg"] = False, type(e).__name__, str(e)
+    except OSError as e:
+        r["ok"], r["error"], r["msg"] = False, "OSError", repr(e)
+    out[name] = r
+out["writes"] = CountFS.writes
+out["active"] = PinStore(sys.argv[1]).get(st.find(HOST))["active"]
+print(json.dumps(out))
