@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from helpers.pngcheck import read_png
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -23,4 +25,10 @@ def test_fleet_of_20(tmp_path):
     r = json.loads(js.read_text())
     assert r["rogue_attempts"] >= 2 * 20  # every device met the rogue twice, after its rotation
     assert len(r["rotated_at_s"]) == 20 and min(r["rotated_at_s"]) >= r["switch_s"]
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert p.stdout.count(f"chart: {png}") == 1
+    img = read_png(png)  # a real PNG (Pillow verifies it), 800 x 450, with what was drawn in its metadata
+    assert (img["width"], img["height"]) == (800, 450)
+    assert img["text"]["Title"] == "keypin fleet: devices rotated to backup 0 over time (N=20)"
+    assert img["text"]["Description"] == ("x: time since start (s); y: devices rotated (count); legend: rotated "
+                                          f"devices, fleet size (20), switch to the backup key ({r['switch_s']:.0f} s)")
+    assert img["colours"] >= 8  # curve, lines, text, grid: not a blank canvas

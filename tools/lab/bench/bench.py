@@ -163,7 +163,23 @@ def main():
     for a, b in rows:
         print(f"- {a}: {b}")
     print("\nwrote build/bench.json")
+    print(f"chart: {chart(ROOT / 'build' / 'bench.json', ROOT / 'build' / 'bench.png')}")
     return 0
+
+
+def chart(src, dst):
+    """The ratio figures of bench.json (keys with _over_) as bars, each with its target if it has one."""
+    sys.path.insert(0, str(ROOT / "tools" / "lab"))
+    import charts
+    res = json.loads(pathlib.Path(src).read_text())
+    names = [k for k, v in res.items() if "_over_" in k and isinstance(v, (int, float))]
+    fig, ax = charts.new("keypin bench: cost ratios (1 = no overhead)", "ratio (times, log scale)", "figure")
+    ax.barh(names, [res[k] for k in names], left=0.01, color="tab:blue", label="measured")
+    lims = [(i, TARGETS[k][1]) for i, k in enumerate(names) if TARGETS.get(k, ("",))[0] == "<="]
+    ax.scatter([v for _, v in lims], [i for i, _ in lims], marker="|", s=400, color="tab:red", label="target (at most)")
+    ax.axvline(1.0, color="grey", linestyle=":", label="1 (equal cost)")
+    charts.log_x(ax, [res[k] for k in names])
+    return charts.save(fig, dst)
 
 
 def heap_bisect(work, crt, key, lk, servers, rows):

@@ -14,7 +14,7 @@ first contact with the moved server is inherent to pinning and not what this mea
 Reports rotated devices and when, bricked devices (cannot reach the real broker at the end: the
 last real step failed, or its store does not hold backup 0 as active), rogue connections accepted
 (devices that got a CONNACK from the rogue, and clients the rogue's log shows connected), and the
-wall time; draws rotated devices over time to a PNG (pure Python, zlib). Last line:
+wall time; draws rotated devices over time to a PNG (matplotlib, tools/lab/charts.py). Last line:
     fleet: N devices, R rotated, B bricked, A rogue-accepted, T s
 Exit status 1 unless R == N, B == 0 and A == 0.
 """
@@ -31,9 +31,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools" / "lab"))
 
+import charts
 from helpers.pki import CA, new_key, pin, pin_document, read_document
-from helpers.pngplot import step_chart
 from helpers.realservers import Mosquitto
 
 HOST = "device.example.test"
@@ -43,6 +44,22 @@ def _reader(stream, q, w):
     for line in stream:
         q.put((w, time.monotonic(), line))
     q.put((w, time.monotonic(), None))
+
+
+def chart(path, rotated_at, n, t_switch, wall):
+    """Rotated devices over time: a step curve from 0 to n, the switch as a vertical line."""
+    fig, ax = charts.new(f"keypin fleet: devices rotated to backup 0 over time (N={n})",
+                         "time since start (s)", "devices rotated (count)")
+    xs = [0.0] + list(rotated_at) + [max(wall, rotated_at[-1] if rotated_at else 0.0)]
+    ys = [0] + list(range(1, len(rotated_at) + 1)) + [len(rotated_at)]
+    ax.step(xs, ys, where="post", color="tab:blue", label="rotated devices")
+    ax.axhline(n, color="tab:green", linestyle=":", label=f"fleet size ({n})")
+    if t_switch is not None:
+        ax.axvline(t_switch, color="tab:red", linestyle="--", label=f"switch to the backup key ({t_switch:.0f} s)")
+    ax.set_xlim(0, xs[-1] or 1)
+    ax.set_ylim(0, n * 1.05 + 0.5)
+    ax.yaxis.set_major_locator(charts.MaxNLocator(integer=True))
+    return charts.save(fig, path)
 
 
 def main(argv=None):
@@ -197,10 +214,7 @@ def main(argv=None):
     print(f"rogue: {rogue_tries} connection attempts, {rogue_ok} CONNACKs at devices, "
           f"{rogue_log_clients} clients connected in its log; unfinished devices: {unfinished}")
     if a.png and events:
-        pts = sorted(rotated_at.values())
-        step_chart(a.png, [(t, i + 1) for i, t in enumerate(pts)], wall, n, marker=t_switch,
-                   title=f"keypin fleet: rotated devices over time (N={n}, switch at {t_switch or 0:.0f} s)")
-        print(f"chart: {a.png}")
+        print(f"chart: {chart(a.png, sorted(rotated_at.values()), n, t_switch, wall)}")
     if a.json:
         pathlib.Path(a.json).parent.mkdir(exist_ok=True)
         pathlib.Path(a.json).write_text(json.dumps({

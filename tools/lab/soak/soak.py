@@ -10,6 +10,8 @@ on, stops mosquitto and nginx (0-0.2 s later, --down-seconds long) and starts th
 device keeps connecting: it must survive with keypin.mqtt.Client's reconnect and its HTTPS
 retries. The "mqtt log" column counts keypin.mqtt's own reconnect log lines (retries inside it).
 
+Draws the heap and the descriptors over the cycles to build/soak.png (--png).
+
 Budgets (exit status 1 when one fails): 0 failed cycles, heap drift <= --heap-budget bytes
 between the warm-up checkpoint and the end, no descriptor growth, the process ends by itself
 within --max-seconds (no stuck state), the pin store unchanged. Last line:
@@ -30,7 +32,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools" / "lab"))
 
+import charts
 from helpers.pki import CA, new_key, pin, pin_document
 from helpers.realservers import Mosquitto, Nginx
 
@@ -70,6 +74,21 @@ def _reader(stream, q):
     q.put(None)
 
 
+def chart(path, checkpoints, budget):
+    """Heap after gc.collect() (left axis, bytes) and open descriptors (right axis) at each checkpoint."""
+    cyc = [c["cycle"] for c in checkpoints]
+    fig, ax = charts.new(f"keypin soak: device heap and descriptors over {cyc[-1]} cycles",
+                         "connect cycle (1 HTTPS + 1 MQTTS each)", "heap in use after gc.collect() (bytes)")
+    ax.plot(cyc, [c["heap"] for c in checkpoints], marker="o", color="tab:blue", label="heap (bytes)")
+    ax.axhline(checkpoints[0]["heap"] + budget, color="tab:blue", linestyle=":",
+               label=f"heap budget (first + {budget} B)")
+    fx = ax.twinx()
+    fx.set_ylabel("open file descriptors (count)")
+    fx.plot(cyc, [c["fds"] for c in checkpoints], marker="s", color="tab:orange", label="descriptors (count)")
+    fx.set_ylim(0, max(c["fds"] for c in checkpoints) * 1.5 + 1)
+    return charts.save(fig, path, [ax, fx])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cycles", type=int, default=2000)
@@ -81,6 +100,7 @@ def main(argv=None):
     ap.add_argument("--stall-seconds", type=float, default=120, help="no device output for this long = stuck")
     ap.add_argument("--heap", default=None, help="device -X heapsize (e.g. 128k); default: the Unix port's")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--png", default=str(ROOT / "build" / "soak.png"), help="chart of heap and fds ('' = none)")
     a = ap.parse_args(argv)
 
     t_start = time.monotonic()
@@ -198,6 +218,8 @@ def main(argv=None):
               f"{last['rss']} KiB; {restarts} restarts of mosquitto + nginx; "
               f"{final['retries'] if final else '?'} retries; "
               f"{(n * 2 / (last['ms'] / 1000)) if last['ms'] else 0:.1f} handshakes/s")
+    if a.png and checkpoints:
+        print(f"chart: {chart(a.png, checkpoints, a.heap_budget)}")
     for p in problems:
         print("soak: FAIL:", p)
     print(f"soak: {n} cycles, {fails} failures, heap drift {drift} bytes, fds {fds_a}->{fds_b}, {wall:.0f} s")
