@@ -164,3 +164,18 @@ def test_ca_plus_pin_mode(tmp_path, pki):
     assert good["ok"] and good["verdict"] == "active", good
     assert not bad["ok"] and bad["error"] == "CertError" and "verification failed" in bad["msg"], bad
     assert srv.received == b"ping\n"  # only the good connection sent anything
+
+
+def test_policy_any_refuses_a_retired_key_above_the_leaf(tmp_path, pki):
+    """Issue 12 point 11: under policy any, a retired key anywhere in the chain is refused, even
+    when the leaf itself is in service (the intermediate's key was compromised and retired).
+    Checking retired pins only at depth 0 would accept this connection."""
+    ca = pki["ca"]
+    cadata = pki["dir"] / "ca.pem"
+    store = make_store(tmp_path, pki, policy="any", active=pki["pins"]["active"],
+                       backups=[pki["pins"]["b0"]], retired=[pin(ca.int_key)])
+    before = store.read_bytes()
+    with serve(pki, "active") as srv:
+        r = client(store, srv.port, cadata=cadata)
+    assert not r["ok"] and r["error"] == "PinMismatch" and "retired key" in r["msg"], r
+    assert srv.received == b"" and store.read_bytes() == before
