@@ -1,7 +1,8 @@
 # Ed25519 signature verification (RFC 8032, section 5.1.7), pure MicroPython big ints.
 # verify(public_key_32, message, signature_64) -> bool. Only verification: no secrets here,
 # so constant time does not matter. Rejects S >= L, public keys with y >= p or no square
-# root, x = 0 with the sign bit set, and (by comparing canonical encodings) any R that is
+# root, x = 0 with the sign bit set, keys of small order (check_key), and (by comparing
+# canonical encodings) any R that is
 # not the canonical encoding of [S]B - [k]A. Cofactorless check, like OpenSSL.
 # MicroPython has no SHA-512: _sha512 below is the FIPS 180-4 one, tested against hashlib.
 # Big constants are plain globals, not const(): a const big int would be copied into the
@@ -167,13 +168,29 @@ def _encode(p):
     return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
+def check_key(public_key):
+    # -> the point of a usable public key, or raises ValueError: a canonical encoding (y < p,
+    # no "-0") of a point that is not of small order (the identity and the 7 other points of
+    # order 2, 4 or 8 would let anyone forge a signature)
+    if len(public_key) != 32:
+        raise ValueError("not 32 bytes")
+    a = _decode(bytes(public_key))
+    if a is None:
+        raise ValueError("not a canonical encoding of a curve point")
+    x, y, z, _ = _dbl(_dbl(_dbl(a)))
+    if x % _P == 0 and (y - z) % _P == 0:
+        raise ValueError("a point of small order (a weak key anyone can forge signatures for)")
+    return a
+
+
 def verify(public_key, message, signature):
     if len(public_key) != 32 or len(signature) != 64:
         return False
     public_key = bytes(public_key)
     signature = bytes(signature)
-    a = _decode(public_key)
-    if a is None:
+    try:
+        a = check_key(public_key)
+    except ValueError:
         return False
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:

@@ -3,7 +3,8 @@
 # written to flash (keypin-reports.json, tmp + rename) at most once per `min_interval` seconds
 # and at most `max_writes` times per boot, so a flood of attacker handshakes cannot wear the
 # flash out. Reports beyond the bound are counted in "dropped". The app publishes the ring
-# after a pinned MQTT connection and then clears it (one remove).
+# after a pinned MQTT connection and then clears it (one remove). A pin store fallback (a bad
+# copy of the pin document, keypin.store's `notes`) is recorded as a report too (reason "store: ...").
 import json
 import sys
 import time
@@ -42,6 +43,7 @@ class Ring:
         self.unsaved = 0  # reports in RAM, not yet in flash
         self.items = []
         self.dropped = 0
+        self._nn = 0  # store notes already recorded
         self.on_flash = fs.exists(path)
         if self.on_flash:
             try:
@@ -58,15 +60,29 @@ class Ring:
         s = self.store and self.store.doc["sets"].get(e.pinset)
         if s:
             r["pins"] = {"active": s["active"], "backups": s["backups"]}
+        self._add(r)
+        self.flush()
+
+    def notes(self):
+        # the store's fallback notes not yet recorded -> reports; True if there were any
+        n = getattr(self.store, "notes", None) or ()
+        new = self._nn < len(n)
+        while self._nn < len(n):
+            self._add({"t": _now(), "host": None, "port": None, "set": None, "reason": n[self._nn],
+                       "chain": [], "fw": firmware()})
+            self._nn += 1
+        return new
+
+    def _add(self, r):
         self.items.append(r)
         if len(self.items) > self.size:
             self.items.pop(0)
             self.dropped += 1
         self.unsaved += 1
-        self.flush()
 
     def flush(self):
         # write the ring if something is unsaved and the rate limit allows it; -> True if written
+        self.notes()
         if not self.unsaved or self.writes >= self.max_writes:
             return False
         now = time.ticks_ms()
@@ -82,6 +98,7 @@ class Ring:
         return True
 
     def pending(self):
+        self.notes()
         return bool(self.items or self.dropped)
 
     def payload(self, device):

@@ -2,10 +2,11 @@
 #   import keypin.setup as ks
 #   ks.wifi("ssid", "password"); ks.server(mqtt="broker.example.com", user="dev", password="...")
 #   ks.pins("api", ["broker.example.com"], "sha256/...", ["sha256/..."]); ks.test(); ks.show()
-# Every input is checked before anything is written; every write is power-safe.
+#   ks.add_active("api", pin); ks.add_backup("api", pin[, group=K]); ks.retire("api", pin[, force=True])
+# Every input is checked before anything is written; every write is power-safe. ks uses the one
+# PinStore object of the file (keypin.store.open), the same one the running app uses.
 import keypin
 from keypin import config
-from keypin.pins import parse_pin
 
 CONFIG = config.PATH
 
@@ -14,9 +15,13 @@ def _cfg():
     return config.load_or_empty(CONFIG)
 
 
+def _store_at(path):
+    from keypin.store import open as _open
+    return _open(path)
+
+
 def _store():
-    from keypin.store import PinStore
-    return PinStore(_cfg().get("pins", "pins.json"))
+    return _store_at(_cfg().get("pins", "pins.json"))
 
 
 def _err(msg):
@@ -82,34 +87,36 @@ def server(mqtt=None, mqtt_port=8883, user=None, password=None, https=None, inte
     print("ks: servers saved")
 
 
-def _pinlist(lst):
-    if isinstance(lst, str):
-        lst = [lst]
-    for p in lst:
-        parse_pin(p)
-    return list(lst)
-
-
 def pins(name, hosts, active, backups, policy="leaf", allow_no_backup=False):
+    # active: a pin or a list of pins in service; backups: a list of pins or of groups (lists)
     if isinstance(hosts, str):
         hosts = [hosts]
     hosts = [_host(h, "host") for h in hosts]
-    parse_pin(active)
     st = _store()
-    st.put(name, hosts, active, _pinlist(backups), policy=policy, allow_no_backup=allow_no_backup)
+    st.put(name, hosts, active, backups, policy=policy, allow_no_backup=allow_no_backup)
     print("ks: pin set %r saved (seq %d)" % (name, st.seq))
 
 
-def add_backup(name, pin):
+def add_active(name, pin):
     st = _store()
-    st.add_backup(name, pin)
+    st.add_active(name, pin)
+    print("ks: %s now in service in %r (seq %d)" % (pin, name, st.seq))
+
+
+def add_backup(name, pin, group=None):
+    # group: None for a new backup group, or K (from 1, as ks.show() numbers them) to join it
+    st = _store()
+    if group is not None and (not isinstance(group, int) or group < 1):
+        _err("group must be a backup group number from 1 (see ks.show()), got %r" % (group,))
+    st.add_backup(name, pin, None if group is None else group - 1)
     print("ks: backup added to %r (seq %d)" % (name, st.seq))
 
 
 def retire(name, pin, force=False):
+    # retiring an active pin (one a live server still uses) needs force=True
     st = _store()
     st.retire(name, pin, force=force)
-    print("ks: %s retired from %r (seq %d)" % (pin, name, st.seq))
+    print("ks: %s retired (seq %d): never trusted again on this device" % (pin, st.seq))
 
 
 def show(file=None):
@@ -132,25 +139,38 @@ def show(file=None):
     except keypin.KeypinError as e:
         print("pins: ERROR", e, file=file)
         return
-    print("pins: seq %d, %d set(s)" % (st.seq, len(st.names())), file=file)
+    d = st.doc
+    print("pins: seq %d, version %d, fleet %s, %d set(s)" % (st.seq, d["version"], d["fleet"], len(st.names())),
+          file=file)
     for n in st.names():
         s = st.get(n)
-        print("  set %r hosts=%s policy=%s" % (n, ",".join(s["hosts"]), s["policy"]), file=file)
-        print("    active:   " + s["active"], file=file)
-        for i, p in enumerate(s["backups"]):
-            print("    backup %d: %s" % (i + 1, p), file=file)
-        for p in s["retired"]:
-            print("    retired:  " + p, file=file)
+        print("  set %r hosts=%s policy=%s%s" % (n, ",".join(s["hosts"]), s["policy"],
+                                                 " ca=%d" % len(s["ca"]) if "ca" in s else ""), file=file)
+        for p in s["active"]:
+            print("    active:   " + p, file=file)
+        for i, g in enumerate(s["backups"]):
+            print("    backup %d: %s" % (i + 1, ", ".join(g)), file=file)
         if not s["backups"]:
             print("    WARNING: no backup pin left; add one (ks.add_backup) or a signed update", file=file)
+    for p in d["retired"]:
+        print("  retired:    " + p, file=file)
+    for x in st.notes:
+        print("  note: " + x, file=file)
 
 
-def test():
-    # one pinned connection to each configured endpoint; prints the verdict
+def test(file=None):
+    # one pinned connection to each configured endpoint; prints the verdict (to file, default the console)
+    if file is None:
+        import sys
+        file = sys.stdout
     from keypin import tls
-    c = _cfg()
-    tls.resolve.update(c.get("hosts") or {})
-    st = keypin.use_store(c.get("pins", "pins.json"))
+    try:
+        c = _cfg()
+        tls.resolve.update(c.get("hosts") or {})
+        st = keypin.use_store(c.get("pins", "pins.json"))
+    except (ValueError, keypin.KeypinError) as e:  # printed like ks.show(), not a traceback
+        print("ks: test not run: ERROR", e, file=file)
+        return False
     ends = []
     if c.get("mqtt"):
         ends.append(("mqtt", c["mqtt"]["host"], c["mqtt"].get("port", 8883)))
@@ -159,15 +179,15 @@ def test():
         h, p, _ = _split(c["https"]["url"])
         ends.append(("https", h, p))
     if not ends:
-        print("ks: no endpoints configured; use ks.server(...)")
+        print("ks: no endpoints configured; use ks.server(...)", file=file)
     ok = True
     for what, h, p in ends:
         try:
             s = tls.connect(h, p, store=st, timeout=10)
             print("ks: %s %s:%d OK, key is the %s pin%s" % (what, h, p, s.verdict,
-                  "" if s.backup < 0 else " %d (rotates on the first real exchange)" % (s.backup + 1)))
+                  "" if s.backup < 0 else " %d (rotates on the first real exchange)" % (s.backup + 1)), file=file)
             s.close()  # no confirm: a test connection never rotates
         except Exception as e:
             ok = False
-            print("ks: %s %s:%d FAILED: %s" % (what, h, p, e))
+            print("ks: %s %s:%d FAILED: %s" % (what, h, p, e), file=file)
     return ok

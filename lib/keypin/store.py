@@ -1,27 +1,35 @@
-# Pin sets on flash: one document (docs/pin-document.md), written power-safely.
-# Write: path.new, then path -> path.old, then path.new -> path (rename is atomic
-# on LittleFS). Load: the valid copy with the highest seq among the three.
-import hashlib
-import json
+# Pin sets on flash: the pin document v2 (keypin.pindoc, docs/pin-document.md), kept in two
+# current copies P and P.2. A write of seq n+1: P.new, P.2.new, rename P.new -> P, rename
+# P.2.new -> P.2 (rename is atomic on LittleFS), so the newest fully written document is always
+# in two files. Load: the valid copy with the highest seq among P, P.2, P.new, P.2.new (and a
+# v1 P.old, migration only); a fallback is logged, noted in `notes` and repaired before use.
 import os
-from binascii import hexlify
 
 from keypin import PinFormatError, StoreError
+from keypin.pindoc import empty, encode, migrate, parse, validate
 from keypin.pins import parse_pin
 
-FORMAT = "keypin-pins/1"
-_NAMECH = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+_open = open
 _HOWTO = "re-provision the pins: 'keypin provision --port PORT --pins pins.json' or ks.pins(...) at the REPL"
+_stores: dict = {}
+
+
+def open(path, fs=None):
+    k = path if path.startswith("/") else os.getcwd().rstrip("/") + "/" + path
+    st = _stores.get(k)
+    if st is None:
+        st = _stores[k] = PinStore(path, fs)
+    return st
 
 
 class _FS:
     # the file layer; tests swap in a fault-injecting one
     def read(self, path):
-        with open(path, "rb") as f:
+        with _open(path, "rb") as f:
             return f.read()
 
     def write(self, path, data):
-        with open(path, "wb") as f:
+        with _open(path, "wb") as f:
             f.write(data)
             f.flush()
 
@@ -39,127 +47,124 @@ class _FS:
             return False
 
 
-def encode(doc):
-    line = json.dumps(doc).encode()
-    return line + b"\nsha256:" + hexlify(hashlib.sha256(line).digest()) + b"\n"
-
-
-def decode(data):
-    # -> doc; raises ValueError with the reason
-    i = data.find(b"\n")
-    if i < 0 or data[i + 1:i + 8] != b"sha256:" or not data.endswith(b"\n"):
-        raise ValueError("not a keypin pin document (torn write?)")
-    line = data[:i]
-    if data[i + 8:-1] != hexlify(hashlib.sha256(line).digest()):
-        raise ValueError("integrity check failed")
-    doc = json.loads(line)
-    validate(doc)
-    return doc
-
-
-def _pins(lst, what):
-    if not isinstance(lst, list):
-        raise ValueError("%s must be a list" % what)  # noqa: TRY004 (bad document data, not a caller's type)
-    for p in lst:
-        parse_pin(p)
-
-
-def validate(doc):
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError("format is not %s" % FORMAT)
-    for k in ("seq", "version"):
-        if not isinstance(doc.get(k), int) or doc[k] < 0:
-            raise ValueError("bad %s" % k)
-    sets = doc.get("sets")
-    if not isinstance(sets, dict):
-        raise ValueError("sets must be an object")  # noqa: TRY004 (bad document data, not a caller's type)
-    seen: dict = {}
-    for name, s in sets.items():
-        check_name(name)
-        try:
-            validate_set(s)
-        except PinFormatError as e:
-            raise ValueError("set %r: %s" % (name, e))
-        for h in s["hosts"]:
-            if h in seen:
-                raise ValueError("host %r is in sets %r and %r" % (h, seen[h], name))
-            seen[h] = name
-
-
-def check_name(name):
-    if not isinstance(name, str) or not 0 < len(name) <= 32 or any(c not in _NAMECH for c in name):
-        raise ValueError("bad set name %r: 1..32 of A-Z a-z 0-9 _ . -" % (name,))
-
-
-def validate_set(s):
-    if not isinstance(s, dict):
-        raise ValueError("a pin set must be an object")  # noqa: TRY004 (bad document data, not a caller's type)
-    hosts = s.get("hosts")
-    if not isinstance(hosts, list) or not hosts:
-        raise ValueError("hosts must be a non-empty list")
-    for h in hosts:
-        if not isinstance(h, str) or not h or h != h.lower() or " " in h:
-            raise ValueError("bad host %r (lower-case names only)" % (h,))
-    parse_pin(s.get("active"))
-    _pins(s.get("backups"), "backups")
-    _pins(s.get("retired"), "retired")
-    if s.get("policy") not in ("leaf", "any"):
-        raise ValueError("policy must be 'leaf' or 'any'")
-    allp = [s["active"]] + s["backups"] + s["retired"]
-    if len(set(allp)) != len(allp):
-        raise ValueError("a pin appears twice")
-    if not s["backups"] and not s.get("allow_no_backup"):
-        raise ValueError("no backup pin: one lost key would brick the device (allow_no_backup to insist)")
+_COPIES = ("", ".2", ".new", ".2.new")
 
 
 class PinStore:
     def __init__(self, path, fs=None):
         self.path = path
         self._fs = fs or _FS()
-        self._dig = {}
+        self._dig: dict = {}
         self.doc: dict = {}
+        self.notes: list = []  # fallbacks seen by load() (keypin.report records them)
         self.load()
 
     # ---- persistence ----
-    def load(self):
-        best: dict | None = None
+    def _scan(self):
+        # -> (best doc or None, its bytes, {suffix: bytes or None}, [(suffix, error)], best is v1)
+        fs, p = self._fs, self.path
+        raw: dict = {}
         errs = []
-        present = 0
-        for p in (self.path, self.path + ".old", self.path + ".new"):
-            if not self._fs.exists(p):
+        best = bdata = None
+        v1 = False
+        sfx: tuple = _COPIES
+        if not (fs.exists(p + ".2") or fs.exists(p + ".2.new")):
+            sfx = _COPIES + (".old",)  # a keypin-pins/1 store's previous generation
+        for x in sfx:
+            if not fs.exists(p + x):
+                raw[x] = None
                 continue
-            present += 1
             try:
-                d = decode(self._fs.read(p))
+                data = raw[x] = fs.read(p + x)
+                o = parse(data)
+                d = migrate(o)
+                validate(d)
             except Exception as e:
-                errs.append("%s: %s" % (p, e))
+                errs.append((x, str(e)))
                 continue
             if best is None or d["seq"] > best["seq"]:
-                best = d
+                best, bdata, v1 = d, data, d is not o
+        return best, bdata, raw, errs, v1
+
+    def load(self):
+        best, bdata, raw, errs, v1 = self._scan()
+        p = self.path
         if best is None:
-            # a torn very first write (only .new exists) is the empty old state
-            if present and (present > 1 or not self._fs.exists(self.path + ".new")):
-                raise StoreError("pin store %s unreadable (%s); %s" % (self.path, "; ".join(errs), _HOWTO))
-            best = {"format": FORMAT, "seq": 0, "version": 0, "signer": None, "sets": {}}
+            # first boot, or a torn very first write (only temporaries exist): the empty store
+            if raw.get("") is not None or raw.get(".2") is not None or raw.get(".old") is not None:
+                raise StoreError("pin store %s unreadable (%s); %s" % (
+                    p, "; ".join("%s: %s" % (p + x, e) for x, e in errs), _HOWTO))
+            best = empty()
+        elif (raw[""] != bdata or raw[".2"] != bdata) and not (v1 and raw[""] == bdata):
+            # (a keypin-pins/1 document in P is migrated in memory; the next write stores v2)
+            self._repair(best, bdata, raw, errs, v1)
         self.doc = best
         self._dig = {}
 
-    def _commit(self, doc):
-        validate(doc)
-        doc["seq"] = self.doc["seq"] + 1
-        data = encode(doc)
+    def _repair(self, best, bdata, raw, errs, v1):
+        # the newest document is not in both P and P.2: log, note, write both copies
+        p = self.path
+        if not (raw[""] == bdata and raw[".2"] is None and raw[".new"] is None and raw[".2.new"] is None
+                and not v1):
+            # (P alone is a freshly provisioned store: its second copy is made silently)
+            why = dict(errs)
+            bad = []
+            for x in ("", ".2"):
+                if raw[x] != bdata:
+                    bad.append("%s: %s" % (p + x, why.get(x) or ("missing" if raw[x] is None else "older")))
+            src = "?"
+            for x in _COPIES + (".old",):
+                if raw.get(x) == bdata:
+                    src = p + x
+                    break
+            note = "store: %s; using %s (seq %d)" % (", ".join(bad), src, best["seq"])
+            print("keypin: " + note)
+            self.notes.append(note)
+        try:
+            self._write(encode(best) if v1 else bdata, raw)
+        except OSError as e:
+            print("keypin: store: repair of %s failed: %s" % (p, e))
+
+    def _write(self, data, raw=None):
         fs, p = self._fs, self.path
-        fs.write(p + ".new", data)
-        if fs.exists(p):
-            if fs.exists(p + ".old"):
-                fs.remove(p + ".old")
-            fs.rename(p, p + ".old")
+        for x in (".new", ".2.new"):
+            if raw is None or raw.get(x) != data:
+                fs.write(p + x, data)
         fs.rename(p + ".new", p)
+        fs.rename(p + ".2.new", p + ".2")
+        if fs.exists(p + ".old"):
+            fs.remove(p + ".old")  # a keypin-pins/1 leftover: the two copies replace it
+
+    def _commit(self, doc):
+        # one truth per file: an edit based on an older state than the flash's is refused
+        fl = self._scan()[0]
+        if fl is not None and fl["seq"] > self.doc["seq"]:
+            base = self.doc["seq"]
+            self.load()
+            raise StoreError("pin store changed on flash (seq %d, this edit was based on seq %d); reloaded, "
+                             "repeat the edit" % (fl["seq"], base))
+        if fl is not None:
+            for r in fl["retired"]:  # retired pins: always the union of memory and flash
+                if r not in doc["retired"]:
+                    doc["retired"].append(r)
+        doc["seq"] = self.doc["seq"] + 1
+        try:
+            validate(doc)
+        except (ValueError, PinFormatError) as e:
+            raise StoreError(str(e))
+        self._write(encode(doc))
         self.doc = doc
         self._dig = {}
 
     def _copy(self):
+        import json
         return json.loads(json.dumps(self.doc))
+
+    def _sync(self):
+        # reload if the flash holds a newer document than this object
+        fl = self._scan()[0]
+        if fl is not None and fl["seq"] > self.doc["seq"]:
+            self.load()
 
     # ---- queries ----
     @property
@@ -184,24 +189,53 @@ class PinStore:
         return None
 
     def digests(self, name):
-        # -> (active, [backups], [retired]) as 32-byte digests, cached
+        # -> (active, backups, groups, retired): 32-byte digests of the active pins, of every backup
+        # pin (flat), the group index of each backup pin, and the device-wide retired pins.
+        # Cached; a new tuple after every load or write (the TLS context cache compares identity).
         d = self._dig.get(name)
         if d is None:
             s = self.get(name)
-            d = (parse_pin(s["active"]), [parse_pin(p) for p in s["backups"]],
-                 [parse_pin(p) for p in s["retired"]])
+            r = self._dig.get(None)
+            if r is None:
+                r = self._dig[None] = [parse_pin(p) for p in self.doc["retired"]]
+            b = []
+            g = []
+            for i, grp in enumerate(s["backups"]):
+                for p in grp:
+                    b.append(parse_pin(p))
+                    g.append(i)
+            d = ([parse_pin(p) for p in s["active"]], b, g, r)
             self._dig[name] = d
         return d
 
-    # ---- mutations (each one atomic document replace) ----
-    # ---- edits from the REPL or the CLI: the code lives in keypin.storeedit, loaded on use ----
-    def put(self, name, hosts, active, backups, *, policy="leaf", allow_no_backup=False):
-        from keypin.storeedit import put
-        put(self, name, hosts, active, backups, policy, allow_no_backup)
+    def backup_pins(self, name):
+        # the backup pins as text, flat, in the order of digests(name)[1]
+        out = []
+        for grp in self.get(name)["backups"]:
+            out += grp
+        return out
 
-    def add_backup(self, name, pin):
+    def ca_ders(self, name):
+        # the set's CA certificates (DER bytes) for CA+pin mode, or None; cached like digests
+        k = "ca:" + name
+        if k not in self._dig:
+            from keypin.pindoc import ca_ders
+            self._dig[k] = ca_ders(self.get(name))
+        return self._dig[k]
+
+    # ---- edits from the REPL or the CLI: the code lives in keypin.storeedit, loaded on use ----
+    def put(self, name, hosts, active, backups, *, policy="leaf", allow_no_backup=False, ca=None):
+        from keypin.storeedit import put
+        put(self, name, hosts, active, backups, policy, allow_no_backup, ca)
+
+    def add_active(self, name, pin):
+        from keypin.storeedit import add_active
+        add_active(self, name, pin)
+
+    def add_backup(self, name, pin, group=None):
+        # group None: a new group at the end; k: join backup group k (0 = the next one)
         from keypin.storeedit import add_backup
-        add_backup(self, name, pin)
+        add_backup(self, name, pin, group)
 
     def retire(self, name, pin, force=False):
         from keypin.storeedit import retire
@@ -209,45 +243,46 @@ class PinStore:
 
     # ---- mutations the device makes itself (each one atomic document replace) ----
     def rotate(self, name, k, pin):
-        # commit a confirmed move to backup k (whose pin is `pin`): the old active and
-        # backups before k are retired. Returns False if the store already moved on.
+        # commit a confirmed move to backup group k (pin: the pin the server presented): the
+        # active pins and the groups before k are retired. Re-applied to the flash's state if
+        # that is newer. Returns False if the store already moved on.
+        self._sync()
         doc = self._copy()
         s = self._set(doc, name)
-        if s["active"] == pin:
+        if pin in s["active"]:
             return False
-        if k >= len(s["backups"]) or s["backups"][k] != pin:
+        g = s["backups"]
+        if not (0 <= k < len(g) and pin in g[k]):
+            k = -1
+            for i in range(len(g)):
+                if pin in g[i]:
+                    k = i
+                    break
+        if k < 0 or pin in doc["retired"]:
             raise StoreError("set %r changed during the connection; rotation to %s not applied" % (name, pin))
         old = s["active"]
-        s["retired"] += [old] + s["backups"][:k]
-        s["active"] = pin
-        s["backups"] = s["backups"][k + 1:]
+        for grp in [old] + g[:k]:
+            doc["retired"] += grp
+        s["active"] = g[k]
+        s["backups"] = g[k + 1:]
         if not s["backups"]:
             s["allow_no_backup"] = True  # the device must keep working; the status reports it
-        self._try(doc)
-        print("keypin: rotated set %r: %s -> %s (seq %d)" % (name, old, pin, self.seq))
+        self._commit(doc)
+        print("keypin: rotated set %r: %s -> %s (seq %d)" % (name, ",".join(old), ",".join(s["active"]), self.seq))
         return True
 
     def replace(self, doc):
-        # a whole new document (signed update, keypin.update): retired pins are never dropped;
-        # version and signer come from doc, seq from the store. One power-safe write.
-        doc.setdefault("seq", self.doc["seq"])
-        for n, s in self.doc["sets"].items():
-            ns = doc["sets"].get(n)
-            if ns is not None:
-                for p in s["retired"]:
-                    if p not in ns["retired"]:
-                        ns["retired"].append(p)
-        self._try(doc)
+        # a whole new document (signed update, keypin.update): retired pins are never dropped,
+        # the fleet stays; version and signer come from doc, seq from the store. One power-safe write.
+        self._sync()
+        doc["fleet"] = self.doc["fleet"]
+        for p in self.doc["retired"]:
+            if p not in doc["retired"]:
+                doc["retired"].append(p)
+        self._commit(doc)
 
     def _set(self, doc, name):
         s = doc["sets"].get(name)
         if s is None:
             raise StoreError("no pin set %r (have: %s)" % (name, ", ".join(self.names()) or "none"))
         return s
-
-    def _try(self, doc):
-        try:
-            validate(doc)
-        except (ValueError, PinFormatError) as e:
-            raise StoreError(str(e))
-        self._commit(doc)

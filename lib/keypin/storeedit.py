@@ -1,61 +1,124 @@
-# Pin-set edits (PinStore.put/add_backup/retire), kept apart from keypin.store so that a
-# device that only connects and rotates never loads them.
-from keypin import StoreError
+# Pin-set edits (PinStore.put/add_active/add_backup/retire), kept apart from keypin.store so
+# that a device that only connects and rotates never loads them. Each edit is one atomic
+# document replace through PinStore._commit (refused if the flash is newer than the edit's base).
+from keypin import PinFormatError, StoreError
+from keypin.pindoc import check_name, set_pins, validate_set
 from keypin.pins import parse_pin
-from keypin.store import check_name, validate_set
 
 
-def put(self, name, hosts, active, backups, policy, allow_no_backup):
+def _err(e):
+    raise StoreError(str(e))
+
+
+def _where(doc, pin):
+    # -> "retired", a set name, or None
+    if pin in doc["retired"]:
+        return "retired"
+    for n, s in doc["sets"].items():
+        if pin in set_pins(s):
+            return n
+    return None
+
+
+def _new_pin(doc, pin):
+    parse_pin(pin)
+    w = _where(doc, pin)
+    if w == "retired":
+        raise StoreError("pin %s was retired on this device and is never trusted again" % pin)
+    if w is not None:
+        raise StoreError("pin %s is already in set %r" % (pin, w))
+
+
+def _list(v, what):
+    if isinstance(v, str):
+        raise StoreError("%s must be a list, not the string %r: write [%r]" % (what, v[:60], v))
+    if not isinstance(v, (list, tuple)):
+        raise StoreError("%s must be a list, not %r" % (what, type(v).__name__))
+    return list(v)
+
+
+def put(self, name, hosts, active, backups, policy, allow_no_backup, ca=None):
+    # active: a pin or a list of pins; backups: a list whose items are pins (a group of one)
+    # or lists of pins (a group staged together)
     try:
         check_name(name)
     except ValueError as e:
-        raise StoreError(str(e))
+        _err(e)
     doc = self._copy()
-    old = doc["sets"].get(name)
-    retired = old["retired"] if old else []
     if isinstance(hosts, str):
         hosts = [hosts]
-    s = {"hosts": [h.lower() for h in hosts], "active": active, "backups": list(backups),
-         "retired": list(retired), "policy": policy}
+    act = [active] if isinstance(active, str) else _list(active, "active")
+    groups = []
+    for g in _list(backups, "backups"):
+        groups.append([g] if isinstance(g, str) else _list(g, "a backup group"))
+    s = {"hosts": [h.lower() for h in _list(hosts, "hosts")], "active": act, "backups": groups, "policy": policy}
     if allow_no_backup:
         s["allow_no_backup"] = True
-    for p in [active] + list(backups):
-        if p in retired:
-            raise StoreError("pin %s was retired in set %r and is never trusted again" % (p, name))
+    if ca:
+        s["ca"] = _list(ca, "ca")
+    doc["sets"].pop(name, None)  # a replaced set's retired pins stay: retired is device-wide
+    for p in set_pins(s):
+        _new_pin(doc, p)
     try:
         validate_set(s)
-    except ValueError as e:
+    except (ValueError, PinFormatError) as e:
         raise StoreError("set %r: %s" % (name, e))
     doc["sets"][name] = s
-    self._try(doc)
+    self._commit(doc)
 
 
-def add_backup(self, name, pin):
-    parse_pin(pin)
+def add_active(self, name, pin):
     doc = self._copy()
     s = self._set(doc, name)
-    if pin in s["retired"]:
-        raise StoreError("pin %s was retired in set %r and is never trusted again" % (pin, name))
-    if pin == s["active"] or pin in s["backups"]:
-        raise StoreError("pin %s is already in set %r" % (pin, name))
-    s["backups"].append(pin)
-    self._try(doc)
+    _new_pin(doc, pin)
+    if len(s["active"]) >= 8:
+        raise StoreError("set %r already has 8 active pins" % name)
+    s["active"].append(pin)
+    self._commit(doc)
+
+
+def add_backup(self, name, pin, group=None):
+    doc = self._copy()
+    s = self._set(doc, name)
+    _new_pin(doc, pin)
+    g = s["backups"]
+    if group is None:
+        g.append([pin])
+    elif isinstance(group, int) and 0 <= group < len(g):
+        g[group].append(pin)
+    else:
+        raise StoreError("set %r has no backup group %r (it has %d)" % (name, group, len(g)))
+    self._commit(doc)
 
 
 def retire(self, name, pin, force):
     doc = self._copy()
     s = self._set(doc, name)
-    if pin == s["active"]:
-        if not s["backups"]:
-            raise StoreError("cannot retire the only key of set %r" % name)
-        s["active"] = s["backups"].pop(0)
-    elif pin in s["backups"]:
-        s["backups"].remove(pin)
+    parse_pin(pin)
+    if pin in doc["retired"]:
+        raise StoreError("pin %s is already retired" % pin)
+    g = s["backups"]
+    if pin in s["active"]:
+        if not force:
+            raise StoreError("pin %s is in service (active) in set %r: a live server still uses it; "
+                             "retire it anyway with force=True (keypin pinset retire --force)" % (pin, name))
+        s["active"].remove(pin)
+        if not s["active"]:
+            if not g:
+                raise StoreError("cannot retire the only key of set %r" % name)
+            s["active"] = g.pop(0)  # the next group takes over
     else:
-        raise StoreError("pin %s is not active or a backup in set %r" % (pin, name))
-    if not s["backups"]:
-        if not force and not s.get("allow_no_backup"):
+        for grp in g:
+            if pin in grp:
+                grp.remove(pin)
+                if not grp:
+                    g.remove(grp)
+                break
+        else:
+            raise StoreError("pin %s is not active or a backup in set %r" % (pin, name))
+    if not g and not s.get("allow_no_backup"):
+        if not force:
             raise StoreError("retiring %s leaves set %r without a backup; force=True to insist" % (pin, name))
         s["allow_no_backup"] = True
-    s["retired"].append(pin)
-    self._try(doc)
+    doc["retired"].append(pin)
+    self._commit(doc)

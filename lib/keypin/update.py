@@ -1,8 +1,10 @@
-# Signed pin-set updates (docs/pin-document.md, "Signed updates"). Two lines:
-#   {"format": "keypin-pins/1", "version": V, "signer": "ed25519/...", "sets": {...}}
+# Signed pin-set updates v2 (docs/pin-document.md, "Signed updates"). Two lines:
+#   {"format": "keypin-pins/2", "version": V, "signer": "ed25519/...", "audience": {"fleet": F,
+#    "devices": [...]?}, "retired": [...], "sets": {...}}
 #   ed25519:<base64 of the 64-byte signature over the exact bytes of line 1>
-# The device's current signer must have signed it; V must be newer than the store's version;
-# every set keeps a backup; no retired pin comes back. Applied with PinStore.replace (one
+# The device's current signer must have signed it; V must be newer than the store's version; it
+# must be for this device's fleet (and id); every set keeps a backup group; no retired pin comes
+# back; no host the device must reach is left without a set. Applied with PinStore.replace (one
 # power-safe write). The outcome goes to keypin-state.json (tmp + rename), only when it changes.
 import hashlib
 import json
@@ -15,8 +17,7 @@ from keypin import KeypinError
 
 MAX_SIZE = const(8192)
 _MAXREF = const(4)  # refusals written to flash per boot; the rest are counted in RAM
-_TOP = ("format", "version", "signer", "sets")
-_SETK = ("hosts", "active", "backups", "retired", "policy", "allow_no_backup")
+_TOP = ("format", "version", "signer", "audience", "retired", "sets")
 STATE = "keypin-state.json"
 
 
@@ -33,7 +34,7 @@ def _now():
 
 
 def signer_key(signer):
-    # "ed25519/<base64>" -> 32 bytes; ValueError if not canonical
+    # "ed25519/<base64>" -> 32 bytes; ValueError if not canonical or a weak (small-order) key
     if not isinstance(signer, str) or not signer.startswith("ed25519/"):
         raise ValueError("signer must be ed25519/<base64 of 32 bytes>")
     try:
@@ -42,6 +43,11 @@ def signer_key(signer):
         k = b""
     if len(k) != 32 or b2a_base64(k)[:-1].decode() != signer[8:]:
         raise ValueError(f"signer {signer!r} is not a canonical 32-byte key")
+    from keypin.ed25519 import check_key
+    try:
+        check_key(k)
+    except ValueError as e:
+        raise ValueError(f"signer {signer!r} refused: {e}")
     return k
 
 
@@ -65,15 +71,25 @@ def split(data):
     return data[:i], s
 
 
-def check(store, data):
-    # -> the new document (no seq); raises Refused(reason). Cheap checks before the signature.
+def _audience(a):
+    # the shape only (malformed otherwise)
+    if not isinstance(a, dict) or not isinstance(a.get("fleet"), str) or any(k not in ("fleet", "devices") for k in a):
+        return False
+    d = a.get("devices", [])
+    return isinstance(d, list) and all(isinstance(x, str) for x in d)
+
+
+def check(store, data, device=None, hosts=()):
+    # -> the new document; raises Refused(reason). Cheap checks before the signature.
+    # device: this device's id; hosts: the hosts it is configured to reach (never stranded)
     line, sig = split(data)
     try:
         doc = json.loads(line)
     except ValueError:
         raise Refused("malformed: line 1 is not JSON")
-    if not isinstance(doc, dict) or doc.get("format") != "keypin-pins/1" or sorted(doc) != sorted(_TOP):
-        raise Refused("malformed: want exactly format keypin-pins/1, version, signer, sets")
+    if not isinstance(doc, dict) or doc.get("format") != "keypin-pins/2" or sorted(doc) != sorted(_TOP) \
+            or not _audience(doc["audience"]) or not isinstance(doc["retired"], list):
+        raise Refused("malformed: want exactly format keypin-pins/2, version, signer, audience, retired, sets")
     v = doc["version"]
     have = store.doc["version"]
     if not isinstance(v, int) or isinstance(v, bool) or v <= have:
@@ -82,29 +98,51 @@ def check(store, data):
     if not cur:
         raise Refused("no signer provisioned on the device")
     from keypin.ed25519 import verify
-    if not verify(signer_key(cur), line, sig):
+    try:
+        k = signer_key(cur)
+    except ValueError as e:
+        raise Refused(f"bad signer on the device: {e}")
+    if not verify(k, line, sig):
         raise Refused(f"bad signature (not signed by {cur})")
     try:
         signer_key(doc["signer"])
     except ValueError as e:
         raise Refused(f"bad signer: {e}")
+    a = doc.pop("audience")
+    mine = store.doc.get("fleet")
+    if a["fleet"] != mine:
+        raise Refused("not for this device: fleet %r (device is in %s)" % (
+            a["fleet"], "no fleet" if mine is None else repr(mine)))
+    if "devices" in a and device not in a["devices"]:
+        raise Refused(f"not for this device: device {device!r} is not in the update's devices")
     sets = doc["sets"]
     if not isinstance(sets, dict) or not sets:
         raise Refused("malformed: sets must be a non-empty object")
-    retired = {}
-    for n, s in store.doc["sets"].items():
-        for p in s["retired"]:
-            retired[p] = n
+    retired = store.doc["retired"]
+    from keypin.pindoc import ca_pins, set_pins
     for n, s in sets.items():
-        if not isinstance(s, dict) or any(k not in _SETK for k in s):
+        if not isinstance(s, dict) or not isinstance(s.get("active"), list) or not isinstance(s.get("backups"), list) \
+                or any(not isinstance(g, list) for g in s["backups"]):
             raise Refused(f"malformed: set {n!r}")
-        if not isinstance(s.get("backups"), list) or not s["backups"]:
-            raise Refused(f"set {n!r} would have no backup pin")
-        for p in [s.get("active")] + s["backups"]:
+        if not s["backups"]:
+            raise Refused(f"set {n!r} would have no backup group")
+    for n, s in sets.items():
+        try:
+            ca = ca_pins(s)
+        except (ValueError, KeypinError) as e:
+            raise Refused(f"invalid: set {n!r}: {e}")
+        for p in set_pins(s) + ca:
             if p in retired:
-                raise Refused(f"pin {p} was retired in set {retired[p]!r} and never comes back")
+                raise Refused(f"pin {p} was retired on this device and never comes back (set {n!r})")
+    for h in hosts:
+        if h and all(h.lower() not in s.get("hosts", ()) for s in sets.values()):
+            raise Refused(f"host {h!r} would be in no pin set")
     doc["seq"] = store.doc["seq"]
-    from keypin.store import validate
+    doc["fleet"] = mine
+    for p in retired:
+        if p not in doc["retired"]:
+            doc["retired"].append(p)
+    from keypin.pindoc import validate
     try:
         validate(doc)
     except (ValueError, KeypinError) as e:
@@ -113,8 +151,12 @@ def check(store, data):
 
 
 class Updater:
-    def __init__(self, store, path=STATE, log=print):
+    def __init__(self, store, path=STATE, log=print, device_id=None, hosts=()):
+        # device_id: this device's id (an update naming devices must name it); hosts: every host
+        # the device must keep reaching (MQTT, HTTPS check-in, update URL), never stranded
         self.store = store
+        self.device_id = device_id
+        self.hosts = tuple(hosts)
         self.path = path
         self.log = log
         self._fs = store._fs
@@ -144,7 +186,7 @@ class Updater:
         if sha == st.get("sha") and st.get("version") == self.store.doc["version"]:
             return "current"
         try:
-            doc = check(self.store, data)
+            doc = check(self.store, data, self.device_id, self.hosts)
         except Refused as e:
             return self._refused(str(e), data, via)
         old = self.store.doc.get("signer")

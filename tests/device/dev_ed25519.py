@@ -184,3 +184,37 @@ def test_sha512():
     }
     for n, digest in want.items():
         assert ed25519._sha512(msg(n)) == H(digest), n
+
+
+# the 8 points of small order (order 1, 2, 4, 8), canonical encodings, and non-canonical
+# encodings of some of them (y + p): libsodium's blocklist
+SMALL_ORDER = (
+    "0100000000000000000000000000000000000000000000000000000000000000",  # the identity
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+    "0000000000000000000000000000000000000000000000000000000000000080",  # order 4 ("-0": non-canonical)
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1: the identity again
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p (0): order 4
+)
+
+
+def test_small_order_and_non_canonical_keys_refused():
+    # issue 12.5: with the identity as public key, R = identity and S = 0 "verify" any message
+    forged = H(SMALL_ORDER[0]) + bytes(32)
+    for hx in SMALL_ORDER:
+        pk = H(hx)
+        try:
+            ed25519.check_key(pk)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("weak key accepted: " + hx)
+        for msg in (b"", b"any update"):
+            assert verify(pk, msg, forged) is False, hx
+            assert verify(pk, msg, pk + bytes(32)) is False, hx
+    for i in range(len(RFC)):  # real keys pass
+        assert ed25519.check_key(_v(i)[0])

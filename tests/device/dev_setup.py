@@ -60,14 +60,48 @@ def test_pins_add_backup_retire():
     _dir("s2")
     _bad(ks.pins, "api", ["api.example.com"], "sha256/bad", [P(2)])
     assert "brick" in _bad(ks.pins, "api", ["api.example.com"], P(1), [])
+    # issue 17.5: a string where the list of backups belongs is named as such
+    m = _bad(ks.pins, "api", ["api.example.com"], P(1), P(2))
+    assert "must be a list" in m and "bad pin 's'" not in m, m
     ks.pins("api", ["api.example.com"], P(1), [P(2)])
     ks.add_backup("api", P(3))
+    ks.add_backup("api", P(5), group=2)  # joins backup group 2
+    ks.add_active("api", P(6))
+    assert "group" in _bad(ks.add_backup, "api", P(7), group=0)
     ks.retire("api", P(2))
-    assert "without a backup" in _bad(ks.retire, "api", P(3))
-    ks.retire("api", P(3), force=True)
+    # issue 12.8: the active pin is the key a live server uses: force needed
+    m = _bad(ks.retire, "api", P(1))
+    assert "in service" in m and "force=True" in m, m
+    ks.retire("api", P(1), force=True)
     from keypin.store import PinStore
-    s = PinStore("pins.json").get("api")
-    assert s["active"] == P(1) and s["backups"] == [] and s["retired"] == [P(2), P(3)]
+    st = PinStore("pins.json")
+    s = st.get("api")
+    assert s["active"] == [P(6)] and s["backups"] == [[P(3), P(5)]] and st.doc["retired"] == [P(2), P(1)]
+    assert "without a backup" not in _bad(ks.retire, "api", P(6))
+    ks.retire("api", P(3))
+    assert "without a backup" in _bad(ks.retire, "api", P(5))
+    ks.retire("api", P(5), force=True)
+
+
+def test_repl_and_app_share_one_store():
+    # issue 12.2: ks edits go to the very object the running app uses (keypin.store.open)
+    _dir("s5")
+    ks.pins("api", ["api.example.com"], P(1), [P(2), P(3)])
+    app = keypin.use_store("pins.json")
+    ks.retire("api", P(2))
+    assert P(2) in app.doc["retired"] and app.digests("api")[1] == [bytes([3]) * 32]
+
+
+def test_test_prints_errors_instead_of_a_traceback():
+    # issue 17.5: ks.test() reports a broken pin store like ks.show() does
+    _dir("s6")
+    ks.server(mqtt="b.example.com")
+    with open("pins.json", "w") as f:
+        f.write("garbage")
+    import io
+    buf = io.StringIO()
+    r = ks.test(file=buf)
+    assert r is False and "ERROR" in buf.getvalue() and "unreadable" in buf.getvalue(), buf.getvalue()
 
 
 def test_show_prints_state_and_hides_password():
@@ -79,7 +113,7 @@ def test_show_prints_state_and_hides_password():
     ks.show(file=buf)
     out = buf.getvalue()
     assert "topsecret" not in out and "***" in out
-    assert "active:   " + P(1) in out and "backup 1: " + P(2) in out
+    assert "active:   " + P(1) in out and "backup 1: " + P(2) in out and "fleet None" in out
 
 
 def test_corrupt_config_is_a_clear_error():

@@ -10,9 +10,10 @@ from binascii import b2a_base64, unhexlify
 import keypin
 from dev_store import FaultFS, PowerCut
 from keypin import ed25519 as E
+from keypin.pindoc import encode
 from keypin.pins import format_pin
 from keypin.report import Ring
-from keypin.store import _FS, PinStore, encode
+from keypin.store import _FS, PinStore
 from keypin.update import Updater, check
 
 _L = 2 ** 252 + 27742317777372353535851937790883648493
@@ -66,27 +67,36 @@ def P(i):
     return format_pin(bytes([i]) * 32)
 
 
-def SET(active, backups, retired=(), hosts=("h",)):
-    return {"hosts": list(hosts), "active": P(active), "backups": [P(b) for b in backups],
-            "retired": [P(r) for r in retired], "policy": "leaf"}
+def SET(active, backups, hosts=("h",), ca=None):
+    # active: an int or a list of ints; backups: ints (a group of one) or lists of ints (a group)
+    act = active if isinstance(active, list) else [active]
+    s = {"hosts": list(hosts), "active": [P(a) for a in act],
+         "backups": [[P(x) for x in (g if isinstance(g, list) else [g])] for g in backups], "policy": "leaf"}
+    if ca is not None:
+        s["ca"] = ca
+    return s
 
 
-def mkstore(signer=K1, sets=None, version=0, fs=None):
+FLEET = "f1"
+
+
+def mkstore(signer=K1, sets=None, version=0, fs=None, retired=(4,), fleet=FLEET):
     path = fresh()
-    doc = {"format": "keypin-pins/1", "seq": 1, "version": version,
-           "signer": signer_of(signer) if signer else None,
-           "sets": sets or {"api": SET(1, [2], [4])}}
+    doc = {"format": "keypin-pins/2", "seq": 1, "version": version,
+           "signer": signer if isinstance(signer, str) else signer_of(signer) if signer else None,
+           "fleet": fleet, "retired": [P(r) for r in retired], "sets": sets or {"api": SET(1, [2])}}
     with open(path, "wb") as f:
         f.write(encode(doc))
     return PinStore(path, fs=fs)
 
 
-def upd(key, version, sets, signer=None, extra=None):
-    body = {"format": "keypin-pins/1", "version": version, "signer": signer or signer_of(key), "sets": sets}
+def upd(key, version, sets, signer=None, extra=None, audience=None, retired=(), sig=None):
+    body = {"format": "keypin-pins/2", "version": version, "signer": signer or signer_of(key),
+            "audience": audience or {"fleet": FLEET}, "retired": [P(r) for r in retired], "sets": sets}
     if extra:
         body.update(extra)
     line = json.dumps(body).encode()
-    return line + b"\ned25519:" + b2a_base64(sign(key, line))[:-1] + b"\n"
+    return line + b"\ned25519:" + b2a_base64(sig or sign(key, line))[:-1] + b"\n"
 
 
 def raw(path):
@@ -98,8 +108,9 @@ def state(st):
     return json.loads(raw(st.path.rsplit("/", 1)[0] + "/keypin-state.json"))
 
 
-def updater(st):
-    return Updater(st, st.path.rsplit("/", 1)[0] + "/keypin-state.json", log=lambda *a: None)
+def updater(st, device_id="dev-1", hosts=()):
+    return Updater(st, st.path.rsplit("/", 1)[0] + "/keypin-state.json", log=lambda *a: None,
+                   device_id=device_id, hosts=hosts)
 
 
 def test_test_signer_matches_rfc8032():
@@ -116,8 +127,8 @@ def test_valid_update_applied_and_recorded():
     assert u.offer(upd(K1, 1, new), "test") == "applied"
     st2 = PinStore(st.path)
     assert st2.doc["version"] == 1 and st2.seq == 2 and st2.doc["signer"] == signer_of(K1)
-    assert st2.get("api")["backups"] == [P(2), P(3)] and st2.get("web")["active"] == P(5)
-    assert st2.get("api")["retired"] == [P(4)]  # the update left it out: retired pins are kept
+    assert st2.get("api")["backups"] == [[P(2)], [P(3)]] and st2.get("web")["active"] == [P(5)]
+    assert st2.doc["retired"] == [P(4)] and st2.doc["fleet"] == FLEET  # kept: the update cannot drop them
     s = state(st)
     assert s["version"] == 1 and s["last"]["ok"] is True and s["last"]["via"] == "test"
     # the same update again (a retained message at every connect) changes nothing, writes nothing
@@ -155,23 +166,122 @@ def test_old_or_equal_version_refused():
     assert u.offer(upd(K1, 2, {"api": SET(1, [2, 3])}), "test") == "applied"
     _refused(st, upd(K1, 1, {"api": SET(1, [2, 5])}), "not newer than the device's 2")
     _refused(st, upd(K1, 2, {"api": SET(1, [2, 6])}), "not newer")
-    assert PinStore(st.path).get("api")["backups"] == [P(2), P(3)]
+    assert PinStore(st.path).get("api")["backups"] == [[P(2)], [P(3)]]
 
 
 def test_retired_pin_refused_in_any_role_and_set():
-    for sets in ({"api": SET(1, [2, 4])}, {"api": SET(4, [2])},
-                 {"api": SET(1, [2]), "other": SET(7, [4], hosts=["o"])}):
+    for sets in ({"api": SET(1, [2, 4])}, {"api": SET(4, [2])}, {"api": SET([1, 4], [2])},
+                 {"api": SET(1, [[2, 4]])}, {"api": SET(1, [2]), "other": SET(7, [4], hosts=["o"])}):
         st = mkstore()
         last = _refused(st, upd(K1, 1, sets), "was retired")
         assert P(4) in last["reason"]
 
 
+def test_retired_pins_survive_a_set_rename_and_never_return():
+    # issue 12.4: update N renames the set; update N+1 lists the retired key as a backup
+    st = mkstore()
+    u = updater(st)
+    assert u.offer(upd(K1, 1, {"renamed": SET(1, [2, 3])}), "test") == "applied"
+    assert PinStore(st.path).doc["retired"] == [P(4)]
+    _refused(st, upd(K1, 2, {"renamed": SET(1, [2, 4])}), "was retired")
+    _refused(st, upd(K1, 2, {"again": SET(4, [2])}), "was retired")
+    # the operator's retired list is added to the device's (union); it may not name a pin in use
+    assert u.offer(upd(K1, 3, {"renamed": SET(1, [3])}, retired=(2, 9)), "test") == "applied"
+    assert PinStore(st.path).doc["retired"] == [P(2), P(9), P(4)]
+    _refused(st, upd(K1, 4, {"renamed": SET(1, [3])}, retired=(3,)), "invalid")
+
+
+def test_update_for_another_fleet_or_device_refused():
+    # issue 12.3: two fleets share a signer; fleet A's genuine update reaches fleet B's devices
+    st = mkstore()
+    last = _refused(st, upd(K1, 1, {"api": SET(1, [2, 3])}, audience={"fleet": "A"}), "not for this device")
+    assert "fleet 'A'" in last["reason"] and "'f1'" in last["reason"], last
+    _refused(st, upd(K1, 1, {"api": SET(1, [2, 3])}, audience={"fleet": FLEET, "devices": ["dev-2"]}),
+             "device 'dev-1'")
+    assert updater(st).offer(upd(K1, 1, {"api": SET(1, [2, 3])},
+                                 audience={"fleet": FLEET, "devices": ["dev-2", "dev-1"]}), "t") == "applied"
+    # a device in no fleet takes no update at all
+    st = mkstore(fleet=None)
+    last = _refused(st, upd(K1, 1, {"api": SET(1, [2, 3])}), "not for this device")
+    assert "no fleet" in last["reason"]
+    # v1 updates name no audience: malformed
+    line = json.dumps({"format": "keypin-pins/1", "version": 1, "signer": signer_of(K1),
+                       "sets": {"api": {"hosts": ["h"], "active": P(1), "backups": [P(2)], "retired": [],
+                                        "policy": "leaf"}}}).encode()
+    _refused(mkstore(), line + b"\ned25519:" + b2a_base64(sign(K1, line))[:-1], "malformed")
+
+
+def test_update_that_strands_a_configured_host_refused():
+    # issue 12.3: the device's own hosts (MQTT, check-in, update URL) must stay in some set
+    st = mkstore(sets={"api": SET(1, [2]), "mq": SET(5, [6], hosts=["broker"])})
+    u = updater(st, hosts=("broker", "h"))
+    assert u.offer(upd(K1, 1, {"api": SET(1, [2, 3])}), "test") == "refused"
+    assert u.last["reason"] == "host 'broker' would be in no pin set", u.last
+    assert PinStore(st.path).doc["version"] == 0
+    assert u.offer(upd(K1, 1, {"api": SET(1, [2, 3]), "mq2": SET(7, [8], hosts=["broker"])}), "t") == "applied"
+
+
+def test_weak_signer_refused():
+    # issue 12.5: the identity point as signer: R = identity, S = 0 "verifies" any message
+    ident = "ed25519/" + b2a_base64(b"\x01" + bytes(31))[:-1].decode()
+    forged = b"\x01" + bytes(63)
+    st = mkstore(signer=ident)
+    _refused(st, upd(K1, 1, {"api": SET(9, [8])}, signer=ident, sig=forged), "bad signer on the device")
+    assert PinStore(st.path).get("api")["active"] == [P(1)]
+    # and an update cannot install one
+    _refused(mkstore(), upd(K1, 1, {"api": SET(1, [2])}, signer=ident), "bad signer")
+    from keypin.update import signer_key
+    for bad in (ident, "ed25519/" + b2a_base64(bytes(32))[:-1].decode()):
+        try:
+            signer_key(bad)
+        except ValueError as e:
+            assert "small order" in str(e) or "canonical" in str(e), e
+        else:
+            raise AssertionError(bad)
+
+
+def _ca_ders():
+    # [(DER, pin)] of the first two test-vector certificates (stand-ins for CA certificates)
+    out = []
+    with open(os.getenv("KEYPIN_VECTORS") + "/index.txt") as f:
+        for _ in range(2):
+            n, pin = f.readline().split()
+            with open(os.getenv("KEYPIN_VECTORS") + "/" + n + ".der", "rb") as g:
+                out.append((g.read(), pin))
+    return out
+
+
+def test_ca_anchors_added_replaced_removed_by_update():
+    # issue 15.4: a set's CA certificates travel in signed updates under the same rules
+    (der, capin), (der2, _) = _ca_ders()
+    b64, b64b = b2a_base64(der)[:-1].decode(), b2a_base64(der2)[:-1].decode()
+    st = mkstore()
+    u = updater(st)
+    assert u.offer(upd(K1, 1, {"api": SET(1, [2], ca=[b64])}), "t") == "applied"
+    st2 = PinStore(st.path)
+    assert st2.ca_ders("api") == [der] and st2.ca_ders("api") is st2.ca_ders("api")
+    assert u.offer(upd(K1, 2, {"api": SET(1, [2], ca=[b64b])}), "t") == "applied"
+    assert PinStore(st.path).ca_ders("api") == [der2]
+    assert u.offer(upd(K1, 3, {"api": SET(1, [2])}), "t") == "applied"
+    assert PinStore(st.path).ca_ders("api") is None
+    # a CA whose key is retired on the device is refused
+    from keypin.pins import parse_pin
+    st = mkstore(retired=(4,))
+    doc = st._copy()
+    doc["retired"].append(capin)
+    st.replace(doc)
+    parse_pin(capin)
+    last = _refused(st, upd(K1, 1, {"api": SET(1, [2], ca=[b64])}), "was retired")
+    assert capin in last["reason"]
+    _refused(mkstore(), upd(K1, 1, {"api": SET(1, [2], ca=["not base64!"])}), "invalid")
+
+
 def test_set_without_backup_refused():
     st = mkstore()
     s = SET(1, [])
-    _refused(st, upd(K1, 1, {"api": s}), "no backup")
+    _refused(st, upd(K1, 1, {"api": s}), "no backup group")
     s["allow_no_backup"] = True  # an update may not insist
-    _refused(st, upd(K1, 1, {"api": s, "web": SET(5, [6], hosts=["w"])}), "no backup")
+    _refused(st, upd(K1, 1, {"api": s, "web": SET(5, [6], hosts=["w"])}), "no backup group")
 
 
 def test_no_signer_on_the_device_refused():
@@ -227,6 +337,7 @@ class CountFS(_FS):
 def test_refusals_written_once_per_reason_and_bounded_per_boot():
     fs = CountFS()
     st = mkstore(fs=fs)
+    fs.writes = 0  # (the load made the second copy of the provisioned document)
     u = updater(st)
     bad = upd(EVIL, 1, {"api": SET(1, [2, 3])}, signer=signer_of(K1))
     for _ in range(5):
@@ -267,7 +378,7 @@ def test_power_cut_at_every_step_of_an_apply():
                 done = False
             got = _docstate(st.path)
             assert got in (old, want), f"cut at step {k}: a third state {got}"
-            assert P(4) in PinStore(st.path).get("api")["retired"]
+            assert P(4) in PinStore(st.path).doc["retired"]
             # after the reboot the update is offered again: the store ends at the new document
             u = updater(PinStore(st.path))
             r = u.offer(new, "retry")
@@ -303,7 +414,7 @@ def test_report_ring_bounded_rate_limited_and_cleared():
     assert [x["chain"][1][1] for x in p["reports"]] == [P(67), P(68), P(69)]
     x = p["reports"][0]
     assert x["host"] == "h" and x["port"] == 8883 and x["reason"] == "unknown key"
-    assert x["pins"] == {"active": P(1), "backups": [P(2)]} and "keypin" in x["fw"]
+    assert x["pins"] == {"active": [P(1)], "backups": [[P(2)]]} and "keypin" in x["fw"]
     # after a reboot the flash holds the first report only
     r2 = Ring(path, st, fs=_FS())
     assert len(r2.items) == 1 and r2.items[0]["chain"][1][1] == P(60)
@@ -315,3 +426,19 @@ def test_report_ring_bounded_rate_limited_and_cleared():
     r.clear()
     assert not r.pending() and not Ring(path, st, fs=_FS()).pending()
     r.clear()  # nothing on flash: no write, no error
+
+
+def test_store_fallback_is_recorded_in_the_report_ring():
+    st = mkstore()
+    st.add_backup("api", P(3))  # two copies on flash now
+    b = bytearray(raw(st.path))
+    b[5] ^= 1
+    with open(st.path, "wb") as f:
+        f.write(b)
+    st2 = PinStore(st.path)
+    assert len(st2.notes) == 1
+    fs = CountFS()
+    r = Ring(st.path.rsplit("/", 1)[0] + "/keypin-reports.json", st2, min_interval=0, fs=fs)
+    assert r.pending() and r.items[0]["reason"] == st2.notes[0] and "integrity" in r.items[0]["reason"]
+    assert r.flush() and fs.writes == 1
+    assert not r.notes()  # recorded once
