@@ -41,7 +41,9 @@ def default_store():
 
 class Checker:
     # Holds preallocated per-depth digest slots; cb() runs inside mbedTLS and never
-    # raises or allocates (beyond what the VM needs to call it).
+    # raises or allocates (beyond what the VM needs to call it). A refusal is -1, not 1:
+    # inside a lazy (asyncio) handshake mbedtls_ssl_read/write return the callback's value
+    # as their own, and a positive one would read as "1 byte transferred".
     # active: digests in service (any matches); backups: flat digests, groups[i] = the
     # backup group of backups[i]; retired: device-wide retired digests.
     def __init__(self, active, backups, groups, retired, any_depth):
@@ -73,7 +75,7 @@ class Checker:
             return self._decide()
         except BaseException:
             self.decision = BADCERT
-            return 1
+            return -1
 
     def _decide(self):
         top = self.depth if self.any else 0
@@ -82,7 +84,7 @@ class Checker:
         codes, slots = self.codes, self.slots
         if codes[0] < 0:
             self.decision = BADCERT
-            return 1
+            return -1
         # a retired key anywhere we look is refused, before anything else
         for d in range(top + 1):
             if codes[d] == 0:
@@ -90,7 +92,7 @@ class Checker:
                     if slots[d] == r:
                         self.decision = RETIRED
                         self.md = d
-                        return 1
+                        return -1
         for d in range(top + 1):
             if codes[d] == 0:
                 for a in self.active:
@@ -111,7 +113,7 @@ class Checker:
             self.k = best
             return 0
         self.decision = UNKNOWN
-        return 1
+        return -1
 
 
 def _tls():
@@ -140,15 +142,17 @@ def _ca(store, name, cadata):
 # One TLS context per pin set, reused by its connections (MQTT and HTTPS share it): an
 # mbedTLS context is ~3 KB of heap and seeds a DRBG when made. It is rebuilt when the set's
 # pins change (a new digests tuple after any store write or load) or cadata changes.
+# The Checker holds one handshake's verdict: while a handshake is in flight on the cached
+# context (entry[4] busy: asyncio, or a blocking call from another task) a second attempt
+# gets a private context, so two handshakes never share a verdict.
 _ctxs: dict = {}
 
 
-def _context(t, store, name, s, cadata):
-    # -> (digests, cadata, ctx, chk), or None if this firmware has no verify_callback
+def _context(t, store, name, s, cadata, private=False):
+    # -> [digests, cadata, ctx, chk, busy], or None if this firmware has no verify_callback
     dig = store.digests(name)
     e = _ctxs.get(name)
-    if e is not None and e[0] is dig and e[1] == cadata:
-        e[3].reset()
+    if not private and e is not None and e[0] is dig and e[1] == cadata:
         return e
     a, b, g, r = _digests(store, name)
     chk = Checker(a, b, g, r, s["policy"] == "any")
@@ -172,9 +176,9 @@ def _context(t, store, name, s, cadata):
             raise CertError("cadata: not a valid CA certificate (%s)" % x)
     else:
         ctx.verify_mode = t.CERT_OPTIONAL
-    _ctxs.pop(name, None)  # drop the old context before keeping the new one
-    e = (dig, cadata, ctx, chk)
-    _ctxs[name] = e
+    e = [dig, cadata, ctx, chk, False]
+    if not private:
+        _ctxs[name] = e  # an old entry still in a handshake stays with that attempt alone
     return e
 
 
@@ -270,10 +274,22 @@ class Attempt:
         self.chk = None
         self.ctx = None
         self.clock = None
+        self._e = None  # the context entry this attempt holds while its handshake runs
         if self.t is not None and hasattr(self.t, "SSLContext"):
             e = _context(self.t, store, name, self.s, self.cadata)
             if e is not None:
+                if e[4]:  # another handshake is using the set's context: a private one
+                    e = _context(self.t, store, name, self.s, self.cadata, True)
+                e[4] = True
+                e[3].reset()
+                self._e = e
                 self.ctx, self.chk = e[2], e[3]
+
+    def release(self):
+        # the handshake is over (or will not happen): the set's context is free again
+        e, self._e = self._e, None
+        if e is not None:
+            e[4] = False
 
     def wrap(self, sock, do_handshake=True, deadline=None):
         # TLS over a connected socket; with do_handshake the handshake runs now and the
@@ -282,6 +298,8 @@ class Attempt:
         try:
             if self.ctx is None:
                 return self._legacy(sock)
+            if self._e is None:
+                raise OSError(22, "this Attempt was used already")
             raw = sock
             if deadline is not None and _IOBase is not None:
                 raw = self.clock = _Clock(sock, deadline)
@@ -293,6 +311,7 @@ class Attempt:
                 return ss
             return self.finish(ss)
         except BaseException:
+            self.release()
             sock.close()
             raise
 
@@ -300,7 +319,10 @@ class Attempt:
         # -> the exception to raise for a handshake that raised e
         chk = self.chk
         if chk is not None and chk.decision >= RETIRED:  # the callback refused the key
-            return self._fail()
+            x = self._fail()
+            self.release()
+            return x
+        self.release()
         # otherwise the handshake failed for its own reasons (timeout, EOF, protocol, an
         # unparsable certificate, CA verification): no pin verdict, report what happened
         if isinstance(e, ValueError):  # mbedTLS reports X.509 verification (CA+pin mode) so
@@ -312,11 +334,14 @@ class Attempt:
     def finish(self, ss):
         # after a completed handshake: a PinnedStream, or fail closed
         chk = self.chk
-        if chk.decision not in (ACTIVE, BACKUP):
-            # the callback was never asked about the leaf: fail closed
-            ss.close()
-            raise self._fail()
-        return PinnedStream(ss, self)
+        try:
+            if chk.decision not in (ACTIVE, BACKUP):
+                # the callback was never asked about the leaf: fail closed
+                ss.close()
+                raise self._fail()
+            return PinnedStream(ss, self)  # takes what it needs from the checker
+        finally:
+            self.release()
 
     def _legacy(self, sock):
         # firmware without verify_callback: check the leaf before any application byte
@@ -461,20 +486,49 @@ class PinnedContext:
         if server_hostname and self.store.find(server_hostname) == self.name:
             h = server_hostname  # a host of this set: its name goes in SNI
         att = Attempt(h, 0, store=self.store, pinset=self.name, cadata=self.cadata)
-        end = _until(self.timeout * 1000) if self.timeout is not None and do_handshake_on_connect else None
         if do_handshake_on_connect:
+            end = _until(self.timeout * 1000) if self.timeout is not None else None
             self.last = att.wrap(sock, True, end)
             return self.last
-        from keypin.tlsx import Lazy
-        self.last = Lazy(att, att.wrap(sock, False))
-        return self.last
+        # asyncio: the handshake runs inside the first read/write of the real TLS socket
+        # returned here (the callback refuses unknown and retired keys there, before any
+        # application byte: the read/write raises OSError); check() tells the verdict.
+        self.last = att
+        self._sock = sock  # a failed lazy handshake drops its socket without closing it
+        self._ss = att.wrap(sock, False)
+        return self._ss
+
+    def check(self):
+        # -> the verdict of the latest connection ("active", "backup", "rotated"), None while
+        # its handshake has not run; raises PinMismatch (and records the failure report)
+        # when the key was refused
+        a = self.last
+        if not isinstance(a, Attempt):
+            return a.verdict if a is not None else None
+        d = a.chk.decision
+        if d == NONE:
+            return None
+        if d >= RETIRED:
+            self.last = None
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            raise a.failed(OSError(1))
+        self.last = a.finish(self._ss)
+        return self.last.verdict
 
     @property
     def verdict(self):
-        return self.last.verdict if self.last is not None else None
+        try:
+            return self.check()
+        except Exception:
+            return "refused"
 
     def confirm(self):
-        return self.last.confirm() if self.last is not None else None
+        # after a genuine reply (docs/asyncio.md): commit a pending rotation
+        v = self.check()
+        return self.last.confirm() if v is not None else None
 
 
 def context(host_or_set, *, store=None, cadata=None, timeout=None):

@@ -1,6 +1,6 @@
 # The less travelled paths of keypin.tls, loaded only when needed: the pin-failure
-# report, PEM CA data for CA+pin mode, the getpeercert(True) path of firmware without
-# verify_callback, and the lazy-handshake socket of PinnedContext. Imports nothing from
+# report, PEM CA data for CA+pin mode, and the getpeercert(True) path of firmware without
+# verify_callback. Imports nothing from
 # keypin.tls: what it needs comes in as arguments.
 from keypin import PinMismatch, Unsupported
 from keypin.pins import format_pin
@@ -94,54 +94,3 @@ def legacy_wrap():
         return ssl.wrap_socket
     except ImportError:
         raise Unsupported("this firmware has no TLS module")
-
-
-class Lazy:
-    # PinnedContext.wrap_socket(..., do_handshake_on_connect=False): the TLS socket of an
-    # asyncio stream. The handshake runs inside the first read or write (the verify
-    # callback refuses unknown and retired keys there, before any application byte); its
-    # failure is raised as keypin's own error, and once it completed the verdict is known.
-    def __init__(self, att, ss):
-        self.att = att
-        self.ss = ss
-        self.stream = None  # the PinnedStream once the handshake completed
-
-    def _io(self, f, *a):
-        try:
-            r = f(*a)
-        except (OSError, ValueError) as e:
-            if self.stream is None:
-                self.ss.close()
-                raise self.att.failed(e)
-            raise
-        if r is not None and self.stream is None:
-            self.stream = self.att.finish(self.ss)
-        return r
-
-    def read(self, n=-1):
-        return self._io(self.ss.read, n) if n >= 0 else self._io(self.ss.read)
-
-    def readinto(self, buf, n=None):
-        return self._io(self.ss.readinto, buf) if n is None else self._io(self.ss.readinto, buf, n)
-
-    def readline(self):
-        return self._io(self.ss.readline)
-
-    def write(self, buf, n=None):
-        return self._io(self.ss.write, buf) if n is None else self._io(self.ss.write, buf, n)
-
-    def ioctl(self, req, arg):
-        return self.ss.ioctl(req, arg)
-
-    def setblocking(self, flag):
-        return self.ss.setblocking(flag)
-
-    def close(self):
-        self.ss.close()
-
-    @property
-    def verdict(self):
-        return self.stream.verdict if self.stream is not None else None
-
-    def confirm(self):
-        return self.stream.confirm() if self.stream is not None else None
