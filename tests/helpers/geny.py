@@ -20,6 +20,7 @@ import datetime
 import os
 import pathlib
 import struct
+import time
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -32,7 +33,16 @@ from cryptography.x509.oid import (
     ObjectIdentifier,
 )
 
-from helpers.realservers import HOST, Nginx, free_port
+from helpers.realservers import (
+    HOST,
+    START_TIMEOUT,
+    Nginx,
+    ServerError,
+    _copy_pair,
+    free_port,
+    leaf_der,
+    served_leaf_der,
+)
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 _DV_POLICY = ObjectIdentifier("2.23.140.1.2.1")  # CA/B Forum domain-validated
@@ -218,16 +228,33 @@ class LeanNginx(Nginx):
     """One real nginx with more listeners: .port serves `certfile` as Nginx does (all its
     locations); listeners={"lean": (certfile, keyfile), ...} adds a server block per name on its
     own port (.ports[name]), with /checkin. LeanNginx(d, chain) serves chain's fullchain on .port
-    and its leaf alone (same key) on .lean_port: the device listener of docs/operations.md."""
+    and its leaf alone (same key) on .lean_port: the device listener of docs/operations.md.
+    Every file is copied into the server's directory; reload(..., listeners={name: (cert, key)})
+    swaps them in place and waits until each listener serves its new leaf."""
 
     def __init__(self, workdir, chain=None, *, certfile=None, keyfile=None, listeners=None, **kw):
         if chain is not None:
             certfile, keyfile = chain.files["fullchain"], chain.files["privkey"]
             listeners = {"lean": (chain.files["leaf"], chain.files["privkey"]), **(listeners or {})}
-        self._listeners = {n: (pathlib.Path(c).resolve(), pathlib.Path(k).resolve())
-                           for n, (c, k) in (listeners or {}).items()}
+        self._given_listeners = dict(listeners or {})
+        self._listeners: dict = {}
         self.ports = {}
         super().__init__(workdir, str(certfile), str(keyfile), **kw)
+
+    def _copy_listeners(self, listeners):
+        for n, (c, k) in listeners.items():
+            self._listeners[n] = (self.dir / f"{n}.crt", self.dir / f"{n}.key")
+            _copy_pair(c, k, *self._listeners[n])
+
+    def reload(self, certfile=None, keyfile=None, listeners=None):
+        self._copy_listeners(listeners or {})
+        super().reload(certfile, keyfile)
+        for n in listeners or {}:
+            want, deadline = leaf_der(self._listeners[n][0]), time.monotonic() + START_TIMEOUT
+            while served_leaf_der(self.ports[n]) != want:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"nginx reload: listener {n} still serves its old certificate")
+                time.sleep(0.05)
 
     @property
     def lean_port(self):
@@ -243,6 +270,8 @@ class LeanNginx(Nginx):
             self.ports[n] = p
 
     def _write_conf(self):
+        if not self._listeners:
+            self._copy_listeners(self._given_listeners)
         if set(self.ports) != set(self._listeners):
             self._pick()
         super()._write_conf()
