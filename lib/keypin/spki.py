@@ -1,7 +1,11 @@
 # SPKI pins of X.509 certificates.
-# pin_of/spki_sha256/spki_range use the native module keypin_spki when it loads for this
-# architecture, else the pure-Python reference (keypin.spkiref: same grammar, same error
-# codes as firmware/spki/spki_core.c). IMPL says which.
+# pin_of/spki_sha256/spki_range use the fastest implementation that loads here, all with the
+# same grammar and error codes (firmware/spki/spki_core.c):
+#   "native" keypin_spki, the C module (built with a C toolchain for the arch: x64 here),
+#   "viper"  keypin_spkiv, viper machine code from mpy-cross (xtensawin, rv32imc, x64),
+#   "python" keypin.spkiref, the pure-Python reference (any port, also bytecode-only ones).
+# IMPL says which. sha256_into(der, out32) is the verify-callback path (allocation-free in the
+# native and viper modules).
 from micropython import const
 
 from keypin import CertError
@@ -42,10 +46,18 @@ try:
     import keypin_spki as _n
 
     IMPL = "native"
+except (ImportError, ValueError):  # ValueError: a .mpy built for another arch or ABI
+    try:
+        import keypin_spkiv as _n  # type: ignore[no-redef]  # SyntaxError: no native emitter
+
+        IMPL = "viper"
+    except (ImportError, ValueError, SyntaxError):
+        _n = None  # type: ignore[assignment]
+if _n is not None:
     sha256_into = _n.sha256_into
     _sha = _n.sha256
     _fnd = _n.find
-except ImportError:
+else:
     from keypin.spkiref import python_find as _fnd
     from keypin.spkiref import python_sha256 as _sha
 

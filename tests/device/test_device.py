@@ -18,7 +18,9 @@ _cache = {}
 def _cases():
     for f in sorted(DEV.glob("dev_*.py")):
         tree = ast.parse(f.read_text())
-        impls = ["native", "python"] if "# run: both" in f.read_text() else ["native"]
+        text = f.read_text()
+        impls = (["native", "viper", "python"] if "# run: all" in text
+                 else ["native", "python"] if "# run: both" in text else ["native"])
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 for impl in impls:
@@ -29,7 +31,7 @@ def _run(mod, impl, env_extra):
     key = (mod, impl)
     if key not in _cache:
         env = dict(os.environ, **env_extra)
-        env["KEYPIN_NATIVE"] = "1" if impl == "native" else "0"
+        env["KEYPIN_NATIVE"] = {"native": "1", "viper": "viper"}.get(impl, "0")
         env["KEYPIN_EXPECT_IMPL"] = impl
         p = subprocess.run([str(ROOT / "tools" / "upy"), str(DEV / "runner.py"), mod],
                            check=False, capture_output=True, text=True, env=env, timeout=600, cwd=str(ROOT))

@@ -175,3 +175,19 @@ def test_difffuzz_generation_is_deterministic():
     assert a == difffuzz.generate(400, 5, seeds)
     assert a != difffuzz.generate(400, 6, seeds)
     assert len(a) == 400 and len(set(a)) > 300
+
+
+def test_difffuzz_checks_the_viper_module(tmp_path):
+    # a viper module that accepts every certificate with a zero span, put in front of the path:
+    # the differential stage must name the viper module as disagreeing
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "keypin_spkiv.py").write_text(
+        "def find(der):\n    return (0, 0)\n\n\ndef sha256(der):\n    return bytes(32)\n\n\n"
+        "def sha256_into(der, out):\n    out[:32] = bytes(32)\n    return 0\n")
+    good = tmp_path / "good.der"
+    good.write_bytes(_cert())
+    p = _difffuzz([good], {"UPY_PATH": str(stub)})
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stdout.splitlines()[-1] == "difffuzz: 1 inputs, 1 disagreements"
+    assert f"DISAGREE {good}" in p.stdout and "viper find" in p.stdout, p.stdout

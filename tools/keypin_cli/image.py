@@ -18,7 +18,21 @@ from .util import progress
 ARCHES = ("xtensawin", "x64", "rv32imc")
 MANIFEST = "MANIFEST"
 NATMOD = "keypin_spki.mpy"
+# The viper SPKI module: one source, machine code for the image's arch from mpy-cross alone
+# (no C toolchain). The board loads it when the C module is not there.
+VIPER_SRC = Path("firmware") / "viper" / "keypin_spkiv.py"
+VIPER = "keypin_spkiv.mpy"
 ENTRY_POINTS = ("boot.py", "main.py")
+# umqtt.simple is frozen into MicroPython's ESP32 firmware; the Unix port has none, so x64 images
+# carry the precompiled copy that make deps fetched (build/umqtt-pypi) and run on their own.
+UMQTT_DIR = Path("build") / "umqtt-pypi" / "umqtt"
+
+
+def run_command(out: Path) -> str:
+    """The command that runs exactly this (x64) image's files in the Unix port: MICROPYPATH holds
+    only the image's lib/ (and the port's frozen modules), never the checkout's lib/keypin sources."""
+    mp = shutil.which("micropython") or str(Path(sys.executable).parent / "micropython")
+    return f"cd {out} && MICROPYPATH=.frozen:lib {mp} main.py"
 DATA_FILES = ("config.json", "pins.json")
 
 
@@ -84,6 +98,19 @@ def mpy_cross_command(src: Path, out: Path, arch: str, source_name: str) -> list
             str(src)]
 
 
+def viper_source(src: Path) -> Path:
+    """firmware/viper/keypin_spkiv.py of the source tree, else of this checkout."""
+    for root in (src, repo_root()):
+        if (root / VIPER_SRC).is_file():
+            return root / VIPER_SRC
+    raise CommandError(f"{VIPER_SRC} not found in {src} or {repo_root()}")
+
+
+def compile_viper(src: Path, out: Path, arch: str) -> None:
+    """The viper SPKI module compiled to machine code for arch (xtensawin, rv32imc, x64)."""
+    compile_mpy(viper_source(src), out, arch, VIPER_SRC.name)
+
+
 def compile_mpy(src: Path, out: Path, arch: str, source_name: str) -> None:
     r = subprocess.run(mpy_cross_command(src, out, arch, source_name), capture_output=True, text=True,
                        check=False)
@@ -96,7 +123,8 @@ def compile_mpy(src: Path, out: Path, arch: str, source_name: str) -> None:
 class ImageResult:
     files: list[tuple[str, int]] = field(default_factory=list)  # (path, bytes)
     notes: list[str] = field(default_factory=list)
-    native: bool = False
+    native: bool = False  # an SPKI module with machine code (the C one or the viper one)
+    spki: str = "python"  # what keypin.spki.IMPL will say on the board: native, viper, python
 
     @property
     def total(self) -> int:
@@ -186,12 +214,27 @@ def build_image(out: Path, src: Path, arch: str, config: Path | None, pins: Path
         for m in mods:
             progress(f"mpy-cross {m.name}")
             compile_mpy(m, tmp / "lib" / "keypin" / (m.stem + ".mpy"), arch, "keypin/" + m.name)
+        # the C module where it was built for this arch (make natmod ARCH=...), else the viper one
         if natmod.is_file():
             shutil.copyfile(natmod, tmp / "lib" / NATMOD)
-            res.native = True
+            res.spki = "native"
         else:
-            res.notes.append(f"no native module for {arch} ({natmod} not built: make natmod ARCH={arch}): the device will "
-                             "use the pure-Python SPKI fallback")
+            progress(f"mpy-cross -march={arch} {VIPER_SRC.name}")
+            compile_viper(src, tmp / "lib" / VIPER, arch)
+            res.spki = "viper"
+        res.native = True
+        if arch == "x64":
+            umqtt = next((r / UMQTT_DIR for r in (src, repo_root()) if (r / UMQTT_DIR / "simple.mpy").is_file()),
+                         None)
+            if umqtt is None:
+                res.notes.append(f"umqtt.simple not included ({UMQTT_DIR}/simple.mpy missing: run make deps); "
+                                 "the image's MQTT needs it on the path")
+            else:
+                res.notes.append(f"run it in the Unix port: {run_command(out)}")
+                (tmp / "lib" / "umqtt").mkdir()
+                for f in ("__init__.py", "simple.mpy"):
+                    if (umqtt / f).is_file():
+                        shutil.copyfile(umqtt / f, tmp / "lib" / "umqtt" / f)
         for name, b in data.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(b)

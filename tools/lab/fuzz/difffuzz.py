@@ -1,4 +1,4 @@
-"""Differential fuzzing of the SPKI parser: native module vs Python reference vs cryptography.
+"""Differential fuzzing of the SPKI parser: C native module, viper module, Python reference, cryptography.
 
 Usage: difffuzz.py [--count N] [--seed S] [--batch B] [--seeds DIR] [--corpus DIR]
                    [--out DIR] [--input FILE ...]
@@ -6,7 +6,8 @@ Usage: difffuzz.py [--count N] [--seed S] [--batch B] [--seeds DIR] [--corpus DI
 Generates N mutated certificates (deterministic from --seed) from real seed certificates
 (tools/lab/fuzz/fuzz_seeds.py, or the .der files of --seeds DIR), writes them in batches of B to
 OUT/batch.bin and runs tools/lab/fuzz/difffuzz_dev.py in the MicroPython Unix port (tools/upy) on each
-batch: there the native module keypin_spki and the Python reference keypin.spki must agree
+batch: there the C module keypin_spki, the viper module keypin_spkiv (the x64 build of the source
+the board images ship) and the Python reference keypin.spki must agree
 on every input (same span and digest, or the same error code). --corpus DIR adds the files of
 a libFuzzer corpus; --input checks just the given files and prints a verdict for each.
 

@@ -2,21 +2,26 @@
 # Usage: difffuzz_dev.py BATCHFILE [FIRST]
 # BATCHFILE holds records: 4-byte big-endian length, then that many input bytes. Records
 # before index FIRST are skipped (the host restarts a batch after a crash that way).
-# For each input, the native module (find, sha256, sha256_into) and the Python reference
-# (python_find, python_sha256) must give the same result. One line per input, flushed:
-#   R i code                  both reject with the same negative code
-#   R i start end sha256hex   both accept, same span and digest
-#   D i why                   disagreement (native and reference, or native with itself)
+# For each input, the C native module keypin_spki and the viper module keypin_spkiv (find,
+# sha256, sha256_into each) and the Python reference (python_find, python_sha256) must give
+# the same result. One line per input, flushed:
+#   R i code                  all reject with the same negative code
+#   R i start end sha256hex   all accept, same span and digest
+#   D i why                   disagreement (a module and the reference, or a module with itself)
 # and "END n" after the last record. Exit 0 when the batch was read to its end.
 import sys
 from binascii import hexlify
 
 try:
-    import keypin_spki as nat
-except ImportError:
-    print("ERR native module keypin_spki not on the path (make natmod; KEYPIN_NATIVE must not be 0)")
+    import keypin_spki
+    import keypin_spkiv
+except ImportError as e:
+    print("ERR native modules keypin_spki and keypin_spkiv not on the path (make natmod; KEYPIN_NATIVE "
+          "must not be 0): %s" % e)
     sys.exit(3)
 from keypin.spki import python_find, python_sha256
+
+MODS = (("native", keypin_spki), ("viper", keypin_spkiv))
 
 
 def _show(r):
@@ -28,11 +33,28 @@ def _show(r):
 
 
 def check(i, der, out):
+    pf = python_find(der)
+    ps = python_sha256(der)
+    why = None
+    for name, nat in MODS:
+        for k in range(32):
+            out[k] = 0xA5
+        why = compare(nat, der, out, pf, ps)
+        if why is not None:
+            why = name + " " + why
+            break
+    if why is not None:
+        print(f"D {i} {why}")
+    elif isinstance(pf, int):
+        print(f"R {i} {pf}")
+    else:
+        print(f"R {i} {pf[0]} {pf[1]} {_show(ps)}")
+
+
+def compare(nat, der, out, pf, ps):
     nf = nat.find(der)
     ns = nat.sha256(der)
     rc = nat.sha256_into(memoryview(der), out)  # the verify-callback path gets a memoryview
-    pf = python_find(der)
-    ps = python_sha256(der)
     why = None
     if isinstance(nf, int) or isinstance(pf, int):
         if nf != pf:
@@ -43,12 +65,7 @@ def check(i, der, out):
         why = f"find native={_show(nf)} python={_show(pf)}"
     elif not isinstance(ns, bytes) or ns != ps or rc != 0 or bytes(out) != ps:
         why = f"sha256 native={_show(ns)} into={rc}/{_show(bytes(out))} python={_show(ps)}"
-    if why is not None:
-        print(f"D {i} {why}")
-    elif isinstance(pf, int):
-        print(f"R {i} {pf}")
-    else:
-        print(f"R {i} {pf[0]} {pf[1]} {_show(ps)}")
+    return why
 
 
 def main():
@@ -67,8 +84,6 @@ def main():
                 print(f"ERR short record {i}")
                 sys.exit(4)
             if i >= first:
-                for k in range(32):
-                    out[k] = 0xA5
                 check(i, der, out)
             i += 1
     print(f"END {i}")

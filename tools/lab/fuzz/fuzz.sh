@@ -4,7 +4,7 @@
 #   2. writes a seed corpus of real certificates (tools/lab/fuzz/fuzz_seeds.py) to build/fuzz/seeds/;
 #   3. runs libFuzzer for SECONDS (default 60; one job, -max_len=8192);
 #   4. runs the differential stage (tools/lab/fuzz/difffuzz.py): mutated certificates plus libFuzzer's
-#      corpus, native module vs Python reference in the Unix port, and vs cryptography.
+#      corpus, C module vs viper module vs Python reference in the Unix port, and vs cryptography.
 # Last line: "fuzz: E execs, C crashes, D disagreements". Exit 0 only if C = D = 0;
 # 1 if anything was found, 2 if a stage could not be built or run.
 # Environment:
@@ -52,8 +52,8 @@ if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all 
     cat "$OUT/build.log" >&2
     die "building the libFuzzer target failed (clang with the libFuzzer runtime needed: apt-get install clang)"
 fi
-if [ ! -f "$ROOT/build/natmod/x64/keypin_spki.mpy" ]; then
-    make -s -C "$ROOT" natmod >/dev/null || die "building the native module (make natmod) failed"
+if [ ! -f "$ROOT/build/natmod/x64/keypin_spki.mpy" ] || [ ! -f "$ROOT/build/viper/x64/keypin_spkiv.mpy" ]; then
+    make -s -C "$ROOT" natmod viper >/dev/null || die "building the native modules (make natmod viper) failed"
 fi
 
 # ---- 2. seeds ----
