@@ -64,8 +64,10 @@ def migrate(doc):
                 if p not in ret:
                     ret.append(p)
             sets[n] = ns
-        return {"format": FORMAT, "seq": doc["seq"], "version": doc["version"], "signer": doc["signer"],
-                "fleet": None, "retired": ret, "sets": sets}
+        new = {"format": FORMAT, "seq": doc["seq"], "version": doc["version"], "signer": doc["signer"],
+               "fleet": None, "retired": ret, "sets": sets}
+        purge(new, ret)  # a pin retired in one v1 set is retired everywhere now
+        return new
     except (KeyError, TypeError, AttributeError):
         raise ValueError("malformed keypin-pins/1 document")
 
@@ -110,8 +112,8 @@ def validate_set(s):
     if len(set(hosts)) != len(hosts):
         raise ValueError("a host is listed twice")
     a = _pinlist(s.get("active"), "active")
-    if not 0 < len(a) <= _MAXACT:
-        raise ValueError("active must list 1..%d pins" % _MAXACT)
+    if len(a) > _MAXACT:
+        raise ValueError("active must list at most %d pins" % _MAXACT)
     b = s.get("backups")
     if not isinstance(b, list):
         raise ValueError("backups must be a list of groups")  # noqa: TRY004 (bad document data)
@@ -131,6 +133,8 @@ def validate_set(s):
         raise ValueError("a pin appears twice")
     if not b and not s.get("allow_no_backup"):
         raise ValueError("no backup pin: one lost key would brick the device (allow_no_backup to insist)")
+    if not a and not b:
+        raise ValueError("no pin in service and no backup group")
 
 
 def ca_ders(s):
@@ -163,6 +167,13 @@ def ca_pins(s):
     return out
 
 
+def purge(doc, pins):
+    # retired pins leave every set (active and backup groups; an emptied group goes)
+    for s in doc["sets"].values():
+        s["active"] = [p for p in s["active"] if p not in pins]
+        s["backups"] = [g for g in ([p for p in g if p not in pins] for g in s["backups"]) if g]
+
+
 def validate(doc):
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError("format is not %s" % FORMAT)
@@ -183,21 +194,15 @@ def validate(doc):
     if not isinstance(sets, dict):
         raise ValueError("sets must be an object")  # noqa: TRY004 (bad document data)
     seen: dict = {}
-    owner: dict = {}
-    for p in ret:
-        if p in owner:
-            raise ValueError("pin %s is retired twice" % p)
-        owner[p] = None
+    if len(set(ret)) != len(ret):
+        raise ValueError("a pin is retired twice")
     for name, s in sets.items():
         check_name(name)
         try:
             validate_set(s)
             for p in set_pins(s):
-                if p in owner:
-                    if owner[p] is None:
-                        raise ValueError("pin %s is retired and never trusted again" % p)
-                    raise ValueError("pin %s is also in set %r" % (p, owner[p]))
-                owner[p] = name
+                if p in ret:
+                    raise ValueError("pin %s is retired and never trusted again" % p)
             for p in ca_pins(s):
                 if p in ret:
                     raise ValueError("a ca certificate's key %s is retired" % p)

@@ -6,7 +6,7 @@
 import os
 
 from keypin import PinFormatError, StoreError
-from keypin.pindoc import empty, encode, migrate, parse, validate
+from keypin.pindoc import empty, encode, migrate, parse, purge, validate
 from keypin.pins import parse_pin
 
 _open = open
@@ -261,10 +261,13 @@ class PinStore:
         if k < 0 or pin in doc["retired"]:
             raise StoreError("set %r changed during the connection; rotation to %s not applied" % (name, pin))
         old = s["active"]
-        for grp in [old] + g[:k]:
-            doc["retired"] += grp
+        gone = list(old)
+        for grp in g[:k]:
+            gone += grp
+        doc["retired"] += gone
         s["active"] = g[k]
         s["backups"] = g[k + 1:]
+        purge(doc, gone)  # the retired pins leave every other set too
         if not s["backups"]:
             s["allow_no_backup"] = True  # the device must keep working; the status reports it
         self._commit(doc)

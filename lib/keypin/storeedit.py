@@ -2,7 +2,7 @@
 # that a device that only connects and rotates never loads them. Each edit is one atomic
 # document replace through PinStore._commit (refused if the flash is newer than the edit's base).
 from keypin import PinFormatError, StoreError
-from keypin.pindoc import check_name, set_pins, validate_set
+from keypin.pindoc import check_name, purge, set_pins, validate_set
 from keypin.pins import parse_pin
 
 
@@ -10,23 +10,13 @@ def _err(e):
     raise StoreError(str(e))
 
 
-def _where(doc, pin):
-    # -> "retired", a set name, or None
-    if pin in doc["retired"]:
-        return "retired"
-    for n, s in doc["sets"].items():
-        if pin in set_pins(s):
-            return n
-    return None
-
-
-def _new_pin(doc, pin):
+def _new_pin(doc, pin, s=None, name=None):
+    # a pin may be in several sets, once per set, and never if retired
     parse_pin(pin)
-    w = _where(doc, pin)
-    if w == "retired":
+    if pin in doc["retired"]:
         raise StoreError("pin %s was retired on this device and is never trusted again" % pin)
-    if w is not None:
-        raise StoreError("pin %s is already in set %r" % (pin, w))
+    if s is not None and pin in set_pins(s):
+        raise StoreError("pin %s is already in set %r" % (pin, name))
 
 
 def _list(v, what):
@@ -70,7 +60,7 @@ def put(self, name, hosts, active, backups, policy, allow_no_backup, ca=None):
 def add_active(self, name, pin):
     doc = self._copy()
     s = self._set(doc, name)
-    _new_pin(doc, pin)
+    _new_pin(doc, pin, s, name)
     if len(s["active"]) >= 8:
         raise StoreError("set %r already has 8 active pins" % name)
     s["active"].append(pin)
@@ -80,7 +70,7 @@ def add_active(self, name, pin):
 def add_backup(self, name, pin, group=None):
     doc = self._copy()
     s = self._set(doc, name)
-    _new_pin(doc, pin)
+    _new_pin(doc, pin, s, name)
     g = s["backups"]
     if group is None:
         g.append([pin])
@@ -121,4 +111,5 @@ def retire(self, name, pin, force):
             raise StoreError("retiring %s leaves set %r without a backup; force=True to insist" % (pin, name))
         s["allow_no_backup"] = True
     doc["retired"].append(pin)
+    purge(doc, (pin,))  # retired device-wide: it leaves every other set too
     self._commit(doc)
