@@ -58,6 +58,14 @@ def pin_document(sets, seq=1, version=0, signer=None):
     return line + b"\nsha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n"
 
 
+def pin_document2(sets, seq=1, version=0, signer=None, fleet=None, retired=()):
+    """A keypin-pins/2 document (docs/pin-document.md): sets with active lists and backup groups."""
+    doc = {"format": "keypin-pins/2", "seq": seq, "version": version, "signer": signer, "fleet": fleet,
+           "retired": list(retired), "sets": sets}
+    line = json.dumps(doc).encode()
+    return line + b"\nsha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n"
+
+
 def read_document(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -66,5 +74,6 @@ def read_document(path):
     return json.loads(line)
 
 
-__all__ = ["CA", "cert_pem", "datetime", "key_pem", "new_key", "pin", "pin_document", "read_document",
+__all__ = ["CA", "cert_pem", "datetime", "key_pem", "new_key", "pin", "pin_document", "pin_document2",
+           "read_document",
            "x509"]

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.realservers import Mosquitto, Nginx
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -34,9 +34,10 @@ def write_key(path, key):
     return path
 
 
-def raw_update(key, version, sets, signer=None):
+def raw_update(key, version, sets, signer=None, fleet=FLEET, retired=()):
     """An update signed by `key` without the CLI's checks (for the updates the CLI refuses to make)."""
-    body = {"format": "keypin-pins/1", "version": version, "signer": signer or signer_of(key), "sets": sets}
+    body = {"format": "keypin-pins/2", "version": version, "signer": signer or signer_of(key),
+            "audience": {"fleet": fleet}, "retired": list(retired), "sets": sets}
     line = json.dumps(body).encode()
     return line + b"\ned25519:" + base64.b64encode(key.sign(line)) + b"\n"
 
@@ -52,16 +53,15 @@ def pki(tmp_path_factory):
             "keyfiles": {n: write_key(d / f"{n}.key", k) for n, k in signers.items()}}
 
 
-def fleet_set(p, active="active", backups=("b0", "b1"), retired=()):
-    return {"hosts": [HOST], "active": p[active], "backups": [p[b] for b in backups],
-            "retired": [p[r] for r in retired], "policy": "leaf"}
+def fleet_set(p, active="active", backups=("b0", "b1"), hosts=(HOST,)):
+    return {"hosts": list(hosts), "active": [p[active]], "backups": [[p[b]] for b in backups], "policy": "leaf"}
 
 
 @pytest.fixture(scope="module")
 def image(pki):
     d = pki["dir"]
-    (d / "pins-src.json").write_bytes(pin_document({"fleet": fleet_set(pki["pins"])},
-                                                   signer=signer_of(pki["signers"]["s1"])))
+    (d / "pins-src.json").write_bytes(pin_document2({"fleet": fleet_set(pki["pins"])},
+                                                    signer=signer_of(pki["signers"]["s1"]), fleet=FLEET))
     (d / "config-src.json").write_text(json.dumps({"device_id": DEV}))
     out = d / "image"
     r = subprocess.run([KEYPIN, "image", "--out", str(out), "--arch", "x64", "--config", str(d / "config-src.json"),
@@ -123,7 +123,7 @@ def state(d):
 def sign_with_cli(pki, tmp_path, version, sets, signer="s1", new_signer=None, doc_version=0):
     """keypin pinset set-signer + pinset sign, as an operator does."""
     src = tmp_path / f"ops-{version}.json"
-    src.write_bytes(pin_document(sets, version=doc_version))
+    src.write_bytes(pin_document2(sets, version=doc_version, fleet=FLEET))
     r = subprocess.run([KEYPIN, "pinset", "set-signer", "--file", str(src), "--key", str(pki["keyfiles"][signer])],
                        check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -149,7 +149,7 @@ def test_update_over_https_applied_then_only_the_version_is_polled(image, tmp_pa
     assert good == 1, out
     assert "update: applied version 1 via https" in out
     doc = read_document(d / "pins.json")
-    assert doc["version"] == 1 and doc["sets"]["fleet"]["backups"] == [p["b0"], p["b1"], p["b2"]]
+    assert doc["version"] == 1 and doc["sets"]["fleet"]["backups"] == [[p["b0"]], [p["b1"]], [p["b2"]]]
     assert doc["signer"] == signer_of(pki["signers"]["s1"])
     st = json.loads(sub.result()[0][1])
     assert st["version"] == 1 and st["last_update"]["ok"] is True and st["last_update"]["via"] == "https"
@@ -174,7 +174,7 @@ def test_update_over_mqtt_retained_applied_once(image, tmp_path, servers, pki):
     assert good == 2, out
     assert out.count("update: applied version 3 via mqtt") == 1, out
     doc = read_document(d / "pins.json")
-    assert doc["version"] == 3 and doc["sets"]["fleet"]["backups"] == [p["b0"], p["b2"]]
+    assert doc["version"] == 3 and doc["sets"]["fleet"]["backups"] == [[p["b0"]], [p["b2"]]]
     # the retained message comes again at every connect: nothing happens, nothing is written
     before = (d / "pins.json").read_bytes(), (d / "keypin-state.json").read_bytes()
     good, out = run_cycle(d, 2)
@@ -183,7 +183,7 @@ def test_update_over_mqtt_retained_applied_once(image, tmp_path, servers, pki):
     retain(mq, b"")  # clear the retained update for the other tests
 
 
-REFUSALS = ["bad-signature", "replay", "retired", "no-backup"]
+REFUSALS = ["bad-signature", "replay", "retired", "no-backup", "other-fleet", "stranded-host", "renamed-retired"]
 
 
 @pytest.mark.parametrize("case", REFUSALS)
@@ -191,7 +191,7 @@ def test_refused_updates_record_why(image, tmp_path, servers, pki, case):
     ng, mq = servers
     p = pki["pins"]
     s1, evil = pki["signers"]["s1"], pki["signers"]["evil"]
-    via = "mqtt" if case in ("bad-signature", "retired") else "https"
+    via = "mqtt" if case in ("bad-signature", "retired", "other-fleet") else "https"
     name = f"refuse-{case}.txt"
     d = device(image, tmp_path, servers, https=via == "https", mqtt_update=via == "mqtt", name=name)
     if case == "bad-signature":
@@ -205,9 +205,25 @@ def test_refused_updates_record_why(image, tmp_path, servers, pki, case):
     elif case == "retired":
         # backup b0 was retired on the device (ks.retire); an update brings it back
         doc = read_document(d / "pins.json")
-        doc["sets"]["fleet"] = fleet_set(p, backups=("b1",), retired=("b0",))
-        (d / "pins.json").write_bytes(pin_document(doc["sets"], seq=5, signer=doc["signer"]))
+        doc["sets"]["fleet"] = fleet_set(p, backups=("b1",))
+        (d / "pins.json").write_bytes(pin_document2(doc["sets"], seq=5, signer=doc["signer"], fleet=FLEET,
+                                                    retired=[p["b0"]]))
         data, want = raw_update(s1, 1, {"fleet": fleet_set(p, backups=("b1", "b0"))}), "retired"
+    elif case == "other-fleet":
+        # issue 12.3: fleet A's genuine update (same signer) on this fleet's topic
+        data, want = raw_update(s1, 4, {"a": fleet_set(p, backups=("b2",), hosts=("a.example.test",))},
+                                fleet="plant-a"), "not for this device: fleet 'plant-a'"
+    elif case == "stranded-host":
+        # a genuine update for this fleet that leaves the device's MQTT/update host in no set
+        data, want = raw_update(s1, 4, {"other": fleet_set(p, backups=("b2",), hosts=("other.example.test",))}), \
+            f"host '{HOST}' would be in no pin set"
+    elif case == "renamed-retired":
+        # issue 12.4: version 2 renames the set and the operator retires b0; version 3 brings b0 back
+        serve(ng, name, raw_update(s1, 2, {"renamed": fleet_set(p, backups=("b1", "b2"))}, retired=[p["b0"]]), 2)
+        good, out = run_cycle(d)
+        assert "update: applied version 2 via https" in out, out
+        assert read_document(d / "pins.json")["retired"] == [p["b0"]]
+        data, want = raw_update(s1, 3, {"fleet": fleet_set(p, backups=("b0", "b1"))}), "was retired"
     else:
         data, want = raw_update(s1, 1, {"fleet": {**fleet_set(p, backups=()), "allow_no_backup": True}}), "no backup"
     before = (d / "pins.json").read_bytes()
@@ -252,4 +268,4 @@ def test_signer_rotation(image, tmp_path, servers, pki):
                                        signer="s2", doc_version=1), 2)
     good, out = run_cycle(d)
     assert good == 1 and "update: applied version 2 via https" in out, out
-    assert read_document(d / "pins.json")["sets"]["fleet"]["backups"] == [p["b0"], p["b2"]]
+    assert read_document(d / "pins.json")["sets"]["fleet"]["backups"] == [[p["b0"]], [p["b2"]]]

@@ -1,9 +1,9 @@
 """Signed pin-set updates (docs/pin-document.md, "Signed updates") and the Ed25519 signer key.
 
-An update is two lines: the JSON body ``{"format", "version", "signer", "sets"}`` (no seq: the
-device assigns it), then ``ed25519:`` + base64 of the signature over the exact bytes of line 1.
-The device checks exactly what make_update refuses here, so an operator learns it before the
-fleet does.
+An update (v2) is two lines: the JSON body ``{"format", "version", "signer", "audience", "retired",
+"sets"}`` (no seq: the device assigns it), then ``ed25519:`` + base64 of the signature over the
+exact bytes of line 1. ``audience`` is ``{"fleet": F}`` or ``{"fleet": F, "devices": [...]}``.
+The device checks what make_update refuses here, so an operator learns it before the fleet does.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .util import read_input
 
 PREFIX = "ed25519/"
 MAX_SIZE = 8192  # the device refuses larger updates (keypin.update.MAX_SIZE)
+UPDATE_KEYS = ("format", "version", "signer", "audience", "retired", "sets")
 
 
 def signer_text(pub: ed25519.Ed25519PublicKey) -> str:
@@ -55,26 +56,44 @@ def resolve_signer(value: str, password: bytes | None) -> str:
     except (ValueError, UnsupportedAlgorithm):
         key = material.load_private_key(data, value, password).public_key()
     if isinstance(key, ed25519.Ed25519PublicKey):
-        return signer_text(key)
+        text = signer_text(key)
+        public_of(text)  # canonical and not a weak (small-order) key
+        return text
     raise CommandError(f"{value}: no Ed25519 key in this file (or give ed25519/<base64>)")
 
 
 def update_sets(doc: dict) -> dict:
-    """The document's sets as an update carries them; every set must keep a backup."""
+    """The document's sets as an update carries them; every set must keep a backup group."""
     out = {}
     for name, s in doc["sets"].items():
         if not s["backups"]:
             raise CommandError(f"set {name} has no backup pin: devices refuse an update that leaves a set without "
                                f"one (keypin pinset add-backup --set {name} ...)")
-        out[name] = {"hosts": s["hosts"], "active": s["active"], "backups": s["backups"],
-                     "retired": s["retired"], "policy": s["policy"]}
+        out[name] = pindoc._set_out(s)
+        out[name].pop("allow_no_backup", None)
     if not out:
         raise CommandError("the pin document has no sets")
     return out
 
 
-def make_update(doc: dict, version: int, key: ed25519.Ed25519PrivateKey, new_signer: str | None = None) -> bytes:
-    """The two-line signed update of doc's sets; refuses what devices would refuse."""
+def audience(fleet: str | None, devices: list[str] | None) -> dict:
+    if not fleet:
+        raise CommandError("give --fleet F: the audience of the update (devices of another fleet refuse it; "
+                           "a device's fleet is the one in the pin document it was provisioned with)")
+    out: dict = {"fleet": pindoc.check_fleet(fleet)}
+    if devices:
+        for d in devices:
+            if not d or len(d) > 64 or "/" in d:
+                raise CommandError(f"bad --device {d!r}: 1..64 characters without '/'")
+        out["devices"] = list(dict.fromkeys(devices))
+    return out
+
+
+def make_update(doc: dict, version: int, key: ed25519.Ed25519PrivateKey, new_signer: str | None = None,
+                fleet: str | None = None, devices: list[str] | None = None) -> bytes:
+    """The two-line signed update of doc's sets for the audience (fleet, optionally device ids);
+    refuses what devices would refuse."""
+    aud = audience(fleet or doc.get("fleet"), devices)
     mine = signer_text(key.public_key())
     if not doc["signer"]:
         raise CommandError(f"the pin document has no signer: set it before provisioning with "
@@ -88,7 +107,7 @@ def make_update(doc: dict, version: int, key: ed25519.Ed25519PrivateKey, new_sig
     if new_signer is not None:
         public_of(new_signer)
     body = {"format": pindoc.FORMAT, "version": version, "signer": new_signer or doc["signer"],
-            "sets": update_sets(doc)}
+            "audience": aud, "retired": list(doc["retired"]), "sets": update_sets(doc)}
     line1 = json.dumps(body, ensure_ascii=True, separators=(", ", ": ")).encode("ascii")
     sig = key.sign(line1)
     data = line1 + b"\ned25519:" + base64.b64encode(sig) + b"\n"
@@ -109,7 +128,7 @@ def parse_update(data: bytes, where: str = "update") -> tuple[dict, bytes, bytes
         body = json.loads(lines[0])
     except (binascii.Error, ValueError) as e:
         raise CommandError(f"{where}: corrupt signed update: {e}") from None
-    if len(sig) != 64 or not isinstance(body, dict) or sorted(body) != ["format", "sets", "signer", "version"]:
+    if len(sig) != 64 or not isinstance(body, dict) or sorted(body) != sorted(UPDATE_KEYS):
         raise CommandError(f"{where}: corrupt signed update (signature or fields)")
     return body, lines[0], sig
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from .. import material, pindoc, signed
 from ..errors import CommandError
 from ..pins import parse_pin
-from ..util import atomic_write, note, progress, read_input
+from ..util import add_json_arg, atomic_write, emit_json, note, progress, read_input
 from .common import add_actions, passphrase_arg, write_new
 
 # -------------------------------------------------------------------------------------- pinset
@@ -35,13 +35,13 @@ def _resolve_pin(kind: str, value: str, pw) -> str:
 
 def _print_set(name: str, s: dict) -> None:
     flag = ", allow_no_backup" if s.get("allow_no_backup") else ""
-    print(f"set {name} (policy {s.get('policy', 'leaf')}{flag})")
+    ca = f", {len(s['ca'])} CA certificate{'' if len(s['ca']) == 1 else 's'}" if s.get("ca") else ""
+    print(f"set {name} (policy {s.get('policy', 'leaf')}{flag}{ca})")
     print("  hosts: " + ", ".join(s["hosts"]))
-    print("  active: " + s["active"])
-    for i, p in enumerate(s["backups"], 1):
-        print(f"  backup {i}: {p}")
-    for p in s["retired"]:
-        print(f"  retired: {p}")
+    for p in s["active"]:
+        print("  active: " + p)
+    for i, g in enumerate(s["backups"], 1):
+        print(f"  backup {i}: {', '.join(g)}")
 
 
 def _save(path: str, doc: dict) -> None:
@@ -51,9 +51,21 @@ def _save(path: str, doc: dict) -> None:
     print(f"wrote {path} (seq {doc['seq']})")
 
 
+def _fresh_pin(doc: dict, pin: str, name: str | None = None) -> str:
+    if pin in doc["retired"]:
+        raise CommandError(f"{pin} is retired: a retired key is never trusted again, in any set")
+    if name is not None and pin in pindoc.set_pins(doc["sets"][name]):
+        raise CommandError(f"{pin} is already in set {name}")
+    return pin
+
+
 def cmd_pinset_new(a) -> int:
     pw = material.passphrase_from(a.passphrase)
-    doc = pindoc.load(a.file) if os.path.exists(a.file) else pindoc.new_doc()
+    doc = pindoc.load(a.file) if os.path.exists(a.file) else pindoc.new_doc(a.fleet)
+    if a.fleet is not None and doc["fleet"] != a.fleet:
+        if doc["fleet"] is not None:
+            raise CommandError(f"{a.file} is for fleet {doc['fleet']!r}, not {a.fleet!r} (one document, one fleet)")
+        doc["fleet"] = pindoc.check_fleet(a.fleet)
     name = pindoc.check_name(a.name)
     if name in doc["sets"]:
         raise CommandError(f"set {name} already exists in {a.file}")
@@ -65,15 +77,21 @@ def cmd_pinset_new(a) -> int:
         other = pindoc.set_for_host(doc, h)
         if other:
             raise CommandError(f"host {h} is already in set {other[0]} (a host is in at most one set)")
-    active = _resolve_pin("key" if a.active_key else "pin", a.active_key or a.active, pw)
+    if not a.actives:
+        raise CommandError("give the key(s) in service: --active PIN or --active-key FILE (repeat for several)")
+    active = [_resolve_pin(k, v, pw) for k, v in a.actives]
     backups = [_resolve_pin(k, v, pw) for k, v in (a.backups or [])]
     if not backups and not a.allow_no_backup:
         raise CommandError("a set without a backup pin cannot survive a lost or compromised key: give "
                            "--backup PIN or --backup-key FILE (or --allow-no-backup)")
-    allp = [active] + backups
+    allp = active + backups
     if len(set(allp)) != len(allp):
         raise CommandError("the same pin is given twice")
-    s = {"hosts": hosts, "active": active, "backups": backups, "retired": [], "policy": a.policy}
+    if len(active) > pindoc.MAX_ACTIVE:
+        raise CommandError(f"at most {pindoc.MAX_ACTIVE} pins in service per set")
+    for p in allp:
+        _fresh_pin(doc, p)
+    s: dict = {"hosts": hosts, "active": active, "backups": [[p] for p in backups], "policy": a.policy}
     if not backups:
         s["allow_no_backup"] = True
     doc["sets"][name] = s
@@ -83,7 +101,7 @@ def cmd_pinset_new(a) -> int:
 
 
 def _set_and_pin(a):
-    """-> (document, the named set, the pin given as PIN or --key FILE) for add-backup/retire."""
+    """-> (document, the named set, the pin given as PIN or --key FILE) for add-active/add-backup/retire."""
     pw = material.passphrase_from(a.passphrase)
     doc = pindoc.load(a.file)
     s = pindoc.get_set(doc, a.set)
@@ -92,13 +110,29 @@ def _set_and_pin(a):
     return doc, s, _resolve_pin("key" if a.key else "pin", a.key or a.pin, pw)
 
 
+def cmd_pinset_add_active(a) -> int:
+    doc, s, pin = _set_and_pin(a)
+    _fresh_pin(doc, pin, a.set)
+    if len(s["active"]) >= pindoc.MAX_ACTIVE:
+        raise CommandError(f"set {a.set} already has {pindoc.MAX_ACTIVE} pins in service")
+    s["active"].append(pin)
+    _save(a.file, doc)
+    _print_set(a.set, s)
+    note(f"devices accept {pin} once they have this document (keypin pinset sign ... for the fleet); "
+         "move servers to the new key only after that")
+    return 0
+
+
 def cmd_pinset_add_backup(a) -> int:
     doc, s, pin = _set_and_pin(a)
-    if pin in s["retired"]:
-        raise CommandError(f"{pin} is retired in set {a.set}: a retired key is never trusted again")
-    if pin == s["active"] or pin in s["backups"]:
-        raise CommandError(f"{pin} is already in set {a.set}")
-    s["backups"].append(pin)
+    _fresh_pin(doc, pin, a.set)
+    if a.group is None:
+        s["backups"].append([pin])
+    elif 1 <= a.group <= len(s["backups"]):
+        s["backups"][a.group - 1].append(pin)
+    else:
+        raise CommandError(f"set {a.set} has no backup group {a.group} (it has {len(s['backups'])}; groups count "
+                           "from 1, as show prints them)")
     _save(a.file, doc)
     _print_set(a.set, s)
     return 0
@@ -106,23 +140,39 @@ def cmd_pinset_add_backup(a) -> int:
 
 def cmd_pinset_retire(a) -> int:
     doc, s, pin = _set_and_pin(a)
-    if pin in s["retired"]:
-        raise CommandError(f"{pin} is already retired in set {a.set}")
-    if pin == s["active"]:
-        if not s["backups"]:
-            raise CommandError(f"{pin} is the only key of set {a.set}: add a backup first")
-        s["active"] = s["backups"].pop(0)
-        note(f"backup 1 {s['active']} is now the active pin of set {a.set}")
-    elif pin in s["backups"]:
-        s["backups"].remove(pin)
+    if pin in doc["retired"]:
+        raise CommandError(f"{pin} is already retired")
+    g = s["backups"]
+    if pin in s["active"]:
+        if not a.force:
+            raise CommandError(f"{pin} is in service in set {a.set}: a live server still uses this key, and once "
+                               "retired devices refuse it forever (nothing written; give --force to retire it "
+                               "anyway, e.g. after a compromise)")
+        s["active"].remove(pin)
+        if not s["active"]:
+            if not g:
+                raise CommandError(f"{pin} is the only key of set {a.set}: add a backup first")
+            s["active"] = g.pop(0)
+            note(f"backup 1 ({', '.join(s['active'])}) is now in service in set {a.set}")
     else:
-        raise CommandError(f"{pin} is not in set {a.set}")
-    if not s["backups"]:
+        for grp in g:
+            if pin in grp:
+                grp.remove(pin)
+                if not grp:
+                    g.remove(grp)
+                break
+        else:
+            raise CommandError(f"{pin} is not in set {a.set}")
+    if not g and not s.get("allow_no_backup"):
         if not a.force:
             raise CommandError(f"retiring {pin} would leave set {a.set} without a backup pin (nothing written; add a "
                                "backup first, or --force)")
         s["allow_no_backup"] = True
-    s["retired"].append(pin)
+    doc["retired"].append(pin)
+    others = [n for n in pindoc.sets_with(doc, pin) if n != a.set]
+    pindoc.purge(doc, [pin])  # retired device-wide: it leaves every set
+    if others:
+        note(f"{pin} also leaves set{'s' if len(others) > 1 else ''} {', '.join(others)} (retired device-wide)")
     _save(a.file, doc)
     _print_set(a.set, s)
     return 0
@@ -130,11 +180,22 @@ def cmd_pinset_retire(a) -> int:
 
 def cmd_pinset_show(a) -> int:
     doc = pindoc.load(a.file)
-    print(f"{a.file}: {doc['format']} seq {doc['seq']} version {doc['version']} signer {doc['signer'] or 'none'}")
     names = [a.set] if a.set else sorted(doc["sets"])
-    for n in names:
-        _print_set(n, pindoc.get_set(doc, n))
-    for w in pindoc.warnings_for(doc):
+    sets = {n: pindoc.get_set(doc, n) for n in names}
+    warnings = pindoc.warnings_for({**doc, "sets": sets})
+    if a.json:
+        emit_json("pinset show", {"file": a.file, "format": doc["format"], "seq": doc["seq"],
+                                  "version": doc["version"], "signer": doc["signer"], "fleet": doc["fleet"],
+                                  "retired": doc["retired"], "sets": {n: pindoc._set_out(s) for n, s in sets.items()},
+                                  "warnings": warnings})
+        return 0
+    print(f"{a.file}: {doc['format']} seq {doc['seq']} version {doc['version']} signer {doc['signer'] or 'none'} "
+          f"fleet {doc['fleet'] or 'none'}")
+    for n, s in sets.items():
+        _print_set(n, s)
+    for p in doc["retired"]:
+        print(f"retired: {p}")
+    for w in warnings:
         note(w)
     return 0
 
@@ -144,8 +205,24 @@ def cmd_pinset_list(a) -> int:
     for n in sorted(doc["sets"]):
         s = doc["sets"][n]
         nb = len(s["backups"])
-        print(f"{n} {','.join(s['hosts'])} (policy {s.get('policy', 'leaf')}, {nb} backup{'' if nb == 1 else 's'}, "
-              f"{len(s['retired'])} retired)")
+        print(f"{n} {','.join(s['hosts'])} (policy {s.get('policy', 'leaf')}, {len(s['active'])} in service, "
+              f"{nb} backup group{'' if nb == 1 else 's'})")
+    print(f"{len(doc['retired'])} retired pin{'' if len(doc['retired']) == 1 else 's'} (device-wide)")
+    return 0
+
+
+def cmd_pinset_set_fleet(a) -> int:
+    doc = pindoc.load(a.file)
+    fleet = pindoc.check_fleet(a.fleet)
+    if doc["fleet"] == fleet:
+        print(f"{a.file}: fleet already {fleet}")
+        return 0
+    if doc["fleet"] is not None and not a.force:
+        raise CommandError(f"{a.file} is for fleet {doc['fleet']!r}; devices provisioned with it keep that fleet "
+                           "(an update cannot change it). Give --force to change the document anyway")
+    doc["fleet"] = fleet
+    _save(a.file, doc)
+    print(f"fleet {fleet}")
     return 0
 
 
@@ -197,7 +274,7 @@ def cmd_pinset_sign(a) -> int:
     doc = pindoc.load(a.file)
     key = signed.load_private(a.key, pw)
     new_signer = signed.resolve_signer(a.new_signer, pw) if a.new_signer else None
-    data = signed.make_update(doc, a.version, key, new_signer)
+    data = signed.make_update(doc, a.version, key, new_signer, a.fleet, a.device)
     out = Path(a.out)
     for p in (out, Path(str(out) + ".version")):
         if p.exists() and not a.force:
@@ -209,8 +286,9 @@ def cmd_pinset_sign(a) -> int:
     if new_signer:
         doc["signer"] = new_signer
     _save(a.file, doc)
+    aud = f"fleet {a.fleet or doc['fleet']}" + (f", devices {', '.join(a.device)}" if a.device else "")
     print(f"signed update version {a.version} ({len(data)} bytes, {len(doc['sets'])} set"
-          f"{'' if len(doc['sets']) == 1 else 's'}) -> {out}, {out}.version")
+          f"{'' if len(doc['sets']) == 1 else 's'}, for {aud}) -> {out}, {out}.version")
     if new_signer:
         print(f"devices that apply it trust only the new signer {new_signer} from then on")
     return 0
@@ -228,9 +306,12 @@ def args_pinset(p):
 def args_pinset_new(p):
     p.add_argument("--name", required=True, help="set name: 1..32 of [A-Za-z0-9_.-]")
     p.add_argument("--host", action="append", required=True, metavar="H", help="host this set covers (repeat)")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--active", metavar="PIN", help="the active pin")
-    g.add_argument("--active-key", metavar="FILE", help="take the active pin from a key/cert/CSR")
+    p.add_argument("--active", dest="actives", action=_OrderedPins, metavar="PIN",
+                   help="a pin in service (repeat for several: dual RSA/ECDSA certificates, cluster nodes)")
+    p.add_argument("--active-key", dest="actives", action=_OrderedPins, metavar="FILE",
+                   help="a pin in service from a key/cert/CSR (repeat)")
+    p.add_argument("--fleet", metavar="F", help="the fleet the devices provisioned with this document belong to "
+                   "(signed updates name their fleet; devices of another fleet refuse them)")
     p.add_argument("--backup", dest="backups", action=_OrderedPins, metavar="PIN", help="a backup pin (repeat)")
     p.add_argument("--backup-key", dest="backups", action=_OrderedPins, metavar="FILE",
                    help="a backup pin from a key/cert/CSR (repeat; order is kept with --backup)")
@@ -247,13 +328,27 @@ def args_pin_or_key(p):
     passphrase_arg(p)
 
 
+def args_add_backup(p):
+    args_pin_or_key(p)
+    p.add_argument("--group", type=int, metavar="K",
+                   help="join backup group K (from 1; staged together, e.g. the RSA and ECDSA backup keys) "
+                        "instead of adding a new group")
+
+
 def args_retire(p):
     args_pin_or_key(p)
-    p.add_argument("--force", action="store_true", help="allow leaving the set without a backup")
+    p.add_argument("--force", action="store_true",
+                   help="retire a pin in service (a live server's key) or leave the set without a backup")
 
 
 def args_show(p):
     p.add_argument("--set", metavar="NAME", help="show this set only")
+    add_json_arg(p)
+
+
+def args_set_fleet(p):
+    p.add_argument("--fleet", required=True, metavar="F", help="the devices' fleet")
+    p.add_argument("--force", action="store_true", help="replace a fleet the document already names")
 
 
 def args_none(p):
@@ -279,6 +374,9 @@ def args_sign(p):
     p.add_argument("--new-signer", metavar="SIGNER",
                    help="rotate the signer: ed25519/<base64> or a key file; later updates need that key")
     p.add_argument("--out", required=True, metavar="FILE", help="the signed update (and FILE.version)")
+    p.add_argument("--fleet", metavar="F", help="the audience: this fleet's devices (default: the document's fleet)")
+    p.add_argument("--device", action="append", metavar="ID",
+                   help="only these device ids of the fleet (repeat); others refuse the update")
     p.add_argument("--force", action="store_true", help="replace existing --out files")
     passphrase_arg(p)
 
@@ -302,18 +400,22 @@ PINSET_ACTIONS = [
      ("example:\n  keypin pinset new --file pins.json --name api --host api.example.com \\\n"
      "      --active-key keys/primary.pub --backup-key keys/backup1.pub --backup-key keys/backup2.pub"),
      args_pinset_new),
-    ("add-backup", cmd_pinset_add_backup, "append a backup pin to a set",
-     "example:\n  keypin pinset add-backup --file pins.json --set api --key keys/backup3.pub", args_pin_or_key),
-    ("retire", cmd_pinset_retire, "retire a pin (retiring the active pin promotes backup 1)",
+    ("add-active", cmd_pinset_add_active, "put one more key in service (step 1 of a rolling key change)",
+     "example:\n  keypin pinset add-active --file pins.json --set api --key keys/node-new.pub", args_pin_or_key),
+    ("add-backup", cmd_pinset_add_backup, "add a backup group to a set, or join group K (--group K)",
+     "example:\n  keypin pinset add-backup --file pins.json --set api --key keys/backup3.pub", args_add_backup),
+    ("retire", cmd_pinset_retire, "retire a pin device-wide (a pin in service needs --force)",
      "example:\n  keypin pinset retire --file pins.json --set api sha256/AAAA...=", args_retire),
     ("show", cmd_pinset_show, "print the document or one set",
      "example:\n  keypin pinset show --file pins.json --set api", args_show),
     ("list", cmd_pinset_list, "one line per set",
      "example:\n  keypin pinset list --file pins.json", args_none),
+    ("set-fleet", cmd_pinset_set_fleet, "name the fleet of the devices provisioned with this file",
+     "example:\n  keypin pinset set-fleet --file pins.json --fleet plant-a", args_set_fleet),
     ("set-signer", cmd_pinset_set_signer, "name the signer whose updates devices provisioned with this file accept",
      "example:\n  keypin pinset set-signer --file pins.json --key /media/offline/signer.key", args_set_signer),
     ("sign", cmd_pinset_sign, "sign the document's sets as a pin-set update (two lines) for the devices",
      ("example:\n  keypin pinset sign --file pins.json --key /media/offline/signer.key --version 2 "
-      "--out update.txt"), args_sign),
+      "--fleet plant-a --out update.txt"), args_sign),
 ]
 
