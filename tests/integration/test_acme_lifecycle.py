@@ -78,11 +78,13 @@ def test_certbot_hook_guards_renewals(tmp_path, pebble):
     assert marker.read_text() == "reload\n"
     assert _pin_of_pem_key(live / "privkey.pem") == key_pin
     served = (live / "fullchain.pem").read_bytes()
+    leaf = (live / "leaf.pem").read_bytes()  # the lean device listener's file (H5): certbot's cert.pem
+    assert leaf == first["cert"].read_bytes() and served.startswith(leaf) and leaf.count(b"BEGIN") == 1
     # a renewal that forgot --reuse-key (new key) is blocked: nothing installed, no reload
     renewed = certbot(pebble, tmp_path, dom, reuse_key=False, renew=True, deploy_hook=hook)
     assert _pin_of_pem_key(renewed["privkey"]) != key_pin  # certbot did make a new key
     assert marker.read_text() == "reload\n"
-    assert (live / "fullchain.pem").read_bytes() == served
+    assert (live / "fullchain.pem").read_bytes() == served and (live / "leaf.pem").read_bytes() == leaf
     assert _pin_of_pem_key(live / "privkey.pem") == key_pin
     # the same check by hand shows why
     p = subprocess.run([KEYPIN, "certbot-hook", "--pinset", str(pins), "--cert", str(renewed["cert"])],
