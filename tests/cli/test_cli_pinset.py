@@ -1,4 +1,5 @@
-"""keypin pinset: the pin document format exactly (docs/pin-document.md), edits, refusals, corruption."""
+"""keypin pinset: the pin document v2 format exactly (docs/pin-document.md), v1 migration, edits
+(several pins in service, backup groups, device-wide retired), refusals, corruption."""
 import base64
 import hashlib
 import json
@@ -31,11 +32,11 @@ def test_new_writes_the_exact_format(kp, tmp_path):
     data = f.read_bytes()
     line1 = data.split(b"\n")[0]
     assert data == line1 + b"\nsha256:" + hashlib.sha256(line1).hexdigest().encode() + b"\n"
-    assert list(json.loads(line1)) == ["format", "seq", "version", "signer", "sets"]
+    assert list(json.loads(line1)) == ["format", "seq", "version", "signer", "fleet", "retired", "sets"]
     assert json.loads(line1) == {
-        "format": "keypin-pins/1", "seq": 1, "version": 0, "signer": None,
-        "sets": {"api": {"hosts": ["api.example.test", "mqtt.example.test"], "active": P[0],
-                         "backups": [P[1], P[2]], "retired": [], "policy": "leaf"}}}
+        "format": "keypin-pins/2", "seq": 1, "version": 0, "signer": None, "fleet": None, "retired": [],
+        "sets": {"api": {"hosts": ["api.example.test", "mqtt.example.test"], "active": [P[0]],
+                         "backups": [[P[1]], [P[2]]], "policy": "leaf"}}}
     assert oct(os.stat(f).st_mode & 0o777) == "0o644"
     assert [p.name for p in tmp_path.iterdir()] == ["pins.json"]  # no temp file left behind
 
@@ -48,9 +49,73 @@ def test_keys_as_pins_and_order_kept(kp, pki, tmp_path):
            "--backup", pki.pin(keys[1]), "--backup-key", files[2], "--backup", pki.pin(keys[3]), "--policy", "any")
     assert r.rc == 0, r
     s = read_doc(f)["sets"]["s1"]
-    assert s["active"] == pki.pin(keys[0])
-    assert s["backups"] == [pki.pin(k) for k in keys[1:]]
+    assert s["active"] == [pki.pin(keys[0])]
+    assert s["backups"] == [[pki.pin(k)] for k in keys[1:]]
     assert s["policy"] == "any"
+    assert "policy any but no CA certificate" in r.err  # warned like keypin image (issue 17 Add 6)
+
+
+def test_several_keys_in_service_and_backup_groups(kp, tmp_path):
+    f = tmp_path / "pins.json"
+    r = kp("pinset", "new", "--file", f, "--name", "api", "--host", "api.test", "--active", P[0], "--active", P[1],
+           "--backup", P[2], "--fleet", "plant-a")
+    assert r.rc == 0, r
+    d = read_doc(f)
+    assert d["fleet"] == "plant-a" and d["sets"]["api"]["active"] == [P[0], P[1]]
+    r = kp("pinset", "add-backup", "--file", f, "--set", "api", P[3], "--group", "1")
+    assert r.rc == 0, r
+    r = kp("pinset", "add-backup", "--file", f, "--set", "api", P[4])
+    assert r.rc == 0 and f"  backup 1: {P[2]}, {P[3]}\n  backup 2: {P[4]}\n" in r.out, r
+    r = kp("pinset", "add-backup", "--file", f, "--set", "api", P[5], "--group", "3")
+    assert r.rc == 1 and "no backup group 3 (it has 2" in r.err
+    r = kp("pinset", "add-active", "--file", f, "--set", "api", P[5])
+    assert r.rc == 0 and read_doc(f)["sets"]["api"]["active"] == [P[0], P[1], P[5]], r
+    r = kp("pinset", "add-active", "--file", f, "--set", "api", P[2])
+    assert r.rc == 1 and "already in set api" in r.err
+    r = kp("pinset", "new", "--file", f, "--name", "b", "--host", "b.test", "--active", P[6], "--backup", P[7],
+           "--fleet", "plant-b")
+    assert r.rc == 1 and "is for fleet 'plant-a', not 'plant-b'" in r.err
+    assert read_doc(f)["seq"] == 4
+
+
+def test_retire_in_service_needs_force(kp, tmp_path):
+    # issue 12.8: the key a live server uses is retired only with --force
+    f = tmp_path / "pins.json"
+    new(kp, f)
+    before = f.read_bytes()
+    r = kp("pinset", "retire", "--file", f, "--set", "api", P[0])
+    assert r.rc == 1 and r.err.startswith(f"keypin: pinset: {P[0]} is in service in set api") and "--force" in r.err
+    assert f.read_bytes() == before
+    r = kp("pinset", "retire", "--file", f, "--set", "api", P[0], "--force")
+    assert r.rc == 0, r
+    d = read_doc(f)
+    assert d["sets"]["api"]["active"] == [P[1]] and d["retired"] == [P[0]]
+
+
+def test_v1_document_is_migrated_and_written_as_v2(kp, tmp_path):
+    f = tmp_path / "pins.json"
+    v1 = {"format": "keypin-pins/1", "seq": 4, "version": 2, "signer": None,
+          "sets": {"api": {"hosts": ["a.test"], "active": P[0], "backups": [P[1], P[2]], "retired": [P[3]],
+                           "policy": "leaf"},
+                   "web": {"hosts": ["w.test"], "active": P[0], "backups": [P[4]], "retired": [P[5]],
+                           "policy": "leaf"}}}
+    line = json.dumps(v1).encode()
+    f.write_bytes(line + b"\nsha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n")
+    r = kp("pinset", "show", "--file", f, "--json")
+    assert r.rc == 0, r
+    j = json.loads(r.out)
+    assert j["command"] == "pinset show" and j["format"] == "keypin-pins/2" and j["fleet"] is None
+    assert j["retired"] == [P[3], P[5]] and j["sets"]["api"]["backups"] == [[P[1]], [P[2]]]
+    assert j["sets"]["web"]["active"] == [P[0]]  # one key serving two sets: allowed
+    assert f.read_bytes().startswith(line)  # show writes nothing
+    assert kp("pinset", "set-fleet", "--file", f, "--fleet", "plant-a").rc == 0
+    d = read_doc(f)
+    assert d["format"] == "keypin-pins/2" and d["seq"] == 5 and d["fleet"] == "plant-a"
+    # a retired pin leaves every set
+    r = kp("pinset", "retire", "--file", f, "--set", "api", P[0], "--force")
+    assert r.rc == 0 and "also leaves set web" in r.err, r
+    d = read_doc(f)
+    assert d["sets"]["web"]["active"] == [] and d["sets"]["web"]["backups"] == [[P[4]]]
 
 
 def test_seq_grows_on_every_write_and_edits(kp, tmp_path):
@@ -59,21 +124,22 @@ def test_seq_grows_on_every_write_and_edits(kp, tmp_path):
     r = kp("pinset", "add-backup", "--file", f, "--set", "api", P[3])
     assert r.rc == 0, r
     d = read_doc(f)
-    assert d["seq"] == 2 and d["sets"]["api"]["backups"] == [P[1], P[2], P[3]]
+    assert d["seq"] == 2 and d["sets"]["api"]["backups"] == [[P[1]], [P[2]], [P[3]]]
     # retire a backup
     r = kp("pinset", "retire", "--file", f, "--set", "api", P[2])
     assert r.rc == 0, r
     d = read_doc(f)
-    assert d["seq"] == 3 and d["sets"]["api"]["backups"] == [P[1], P[3]] and d["sets"]["api"]["retired"] == [P[2]]
-    # retiring the active pin promotes backup 1
-    r = kp("pinset", "retire", "--file", f, "--set", "api", P[0])
+    assert d["seq"] == 3 and d["sets"]["api"]["backups"] == [[P[1]], [P[3]]] and d["retired"] == [P[2]]
+    # retiring the active pin (with --force) promotes backup 1
+    r = kp("pinset", "retire", "--file", f, "--set", "api", P[0], "--force")
     assert r.rc == 0, r
-    assert f"backup 1 {P[1]} is now the active pin of set api" in r.err
-    s = read_doc(f)["sets"]["api"]
-    assert (s["active"], s["backups"], s["retired"]) == (P[1], [P[3]], [P[2], P[0]])
+    assert f"backup 1 ({P[1]}) is now in service in set api" in r.err
+    d = read_doc(f)
+    s = d["sets"]["api"]
+    assert (s["active"], s["backups"], d["retired"]) == ([P[1]], [[P[3]]], [P[2], P[0]])
     # a retired pin can never come back
     r = kp("pinset", "add-backup", "--file", f, "--set", "api", P[0])
-    assert r.rc == 1 and "is retired in set api" in r.err
+    assert r.rc == 1 and "is retired: a retired key is never trusted again" in r.err
     # leaving no backup is refused (nothing written) unless --force
     before = f.read_bytes()
     r = kp("pinset", "retire", "--file", f, "--set", "api", P[3])
@@ -88,10 +154,14 @@ def test_seq_grows_on_every_write_and_edits(kp, tmp_path):
     # the only key cannot be retired
     r = kp("pinset", "retire", "--file", f, "--set", "api", P[1], "--force")
     assert r.rc == 1 and "is the only key of set api" in r.err
+    r = kp("pinset", "new", "--file", f, "--name", "web", "--host", "w.test", "--active", P[2], "--backup", P[5])
+    assert r.rc == 1 and "is retired" in r.err
 
 
 def test_new_refusals(kp, tmp_path):
     f = tmp_path / "pins.json"
+    r = kp("pinset", "new", "--file", f, "--name", "api", "--host", "a.test", "--backup", P[1])
+    assert r.rc == 1 and "give the key(s) in service" in r.err
     r = kp("pinset", "new", "--file", f, "--name", "api", "--host", "a.test", "--active", P[0])
     assert r.rc == 1 and r.err.startswith("keypin: pinset: a set without a backup pin cannot survive")
     assert not f.exists()
@@ -134,12 +204,18 @@ def test_show_and_list(kp, tmp_path):
     kp("pinset", "new", "--file", f, "--name", "web", "--host", "www.test", "--active", P[5], "--backup", P[6])
     r = kp("pinset", "show", "--file", f, "--set", "api")
     assert r.rc == 0
-    assert r.out == (f"{f}: keypin-pins/1 seq 2 version 0 signer none\n"
+    assert r.out == (f"{f}: keypin-pins/2 seq 2 version 0 signer none fleet none\n"
                      "set api (policy leaf)\n  hosts: api.example.test, mqtt.example.test\n"
                      f"  active: {P[0]}\n  backup 1: {P[1]}\n  backup 2: {P[2]}\n")
     r = kp("pinset", "list", "--file", f)
-    assert r.out == ("api api.example.test,mqtt.example.test (policy leaf, 2 backups, 0 retired)\n"
-                     "web www.test (policy leaf, 1 backup, 0 retired)\n")
+    assert r.out == ("api api.example.test,mqtt.example.test (policy leaf, 1 in service, 2 backup groups)\n"
+                     "web www.test (policy leaf, 1 in service, 1 backup group)\n0 retired pins (device-wide)\n")
+    r = kp("pinset", "show", "--file", f, "--set", "web", "--json")
+    assert r.rc == 0, r
+    assert json.loads(r.out) == {"command": "pinset show", "schema": 1, "file": str(f), "format": "keypin-pins/2",
+                                 "seq": 2, "version": 0, "signer": None, "fleet": None, "retired": [],
+                                 "sets": {"web": {"hosts": ["www.test"], "active": [P[5]], "backups": [[P[6]]],
+                                                  "policy": "leaf"}}, "warnings": []}
     r = kp("pinset", "show", "--file", f, "--set", "nope")
     assert r.rc == 1 and r.err == "keypin: pinset: no set 'nope' in the pin document (sets: api, web)\n"
 
@@ -162,13 +238,17 @@ def test_corrupt_documents_give_clear_errors(kp, tmp_path):
         b"": "want 2 lines",
         b"\xff\xfe\n": "not UTF-8",
         line1 + b"\nsha256:XYZ\n": "line 2 must be sha256:<64 lowercase hex digits>",
-        doc_with(dict(obj, format="keypin-pins/2")): "format is 'keypin-pins/2'",
+        doc_with(dict(obj, format="keypin-pins/3")): "format is 'keypin-pins/3'",
         doc_with(dict(obj, seq=-1)): "seq must be an integer >= 0",
         doc_with(dict(obj, extra=1)): "unknown field 'extra'",
         doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], backups=[])})): "no backup pin",
-        doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], active="sha256/x")})): "bad pin 'sha256/x'",
+        doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], active=["sha256/x"])})): "bad pin 'sha256/x'",
+        doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], active=P[0])})): "active must be a list",
+        doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], backups=[P[1]])})): "a list of groups",
+        doc_with(dict(obj, retired=[P[1]])): "is retired (device-wide)",
+        doc_with(dict(obj, fleet="a/b")): "bad fleet",
         doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], hosts=["Up.test"])})): "lower case",
-        doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], retired=[P[1]])})): "a pin appears twice",
+        doc_with(dict(obj, sets={"api": dict(obj["sets"]["api"], active=[P[1]])})): "a pin appears twice",
         doc_with(dict(obj, sets={"api": obj["sets"]["api"], "b": obj["sets"]["api"]})): "is in two sets",
         b"[1]\nsha256:" + hashlib.sha256(b"[1]").hexdigest().encode() + b"\n": "line 1 is not a JSON object",
         b"{\nsha256:" + hashlib.sha256(b"{").hexdigest().encode() + b"\n": "line 1 is not JSON",
@@ -187,21 +267,21 @@ def test_corrupt_documents_give_clear_errors(kp, tmp_path):
 def test_device_library_loads_what_the_cli_writes(kp, tmp_path, upy):
     f = tmp_path / "pins.json"
     new(kp, f)
-    kp("pinset", "retire", "--file", f, "--set", "api", P[0])
+    kp("pinset", "retire", "--file", f, "--set", "api", P[0], "--force")
     script = tmp_path / "load.py"
     script.write_text(
         "import sys\nfrom keypin.store import PinStore\ns = PinStore(sys.argv[1])\n"
         "print(s.seq, s.names(), s.find('api.example.test'))\nx = s.get('api')\n"
-        "print(x['active'], x['backups'], x['retired'])\n"
-        "s.rotate('api', 0, x['backups'][0])\n")
+        "print(x['active'], x['backups'], s.doc['retired'])\n"
+        "s.rotate('api', 0, x['backups'][0][0])\n")
     r = upy([str(script), str(f)], cwd=tmp_path, path=f".frozen:{ROOT / 'lib'}")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "2 ['api'] api"
-    assert lines[1] == f"{P[1]} ['{P[2]}'] ['{P[0]}']"
+    assert lines[1] == f"['{P[1]}'] [['{P[2]}']] ['{P[0]}']"
     # ... and the CLI reads what the device wrote after a rotation
     r = kp("pinset", "show", "--file", f)
     assert r.rc == 0, r
-    assert r.out.startswith(f"{f}: keypin-pins/1 seq 3 ")
+    assert r.out.startswith(f"{f}: keypin-pins/2 seq 3 ")
     assert f"active: {P[2]}" in r.out and f"retired: {P[1]}" in r.out
     assert "allow_no_backup" in r.out

@@ -87,6 +87,51 @@ def test_set_signer(kp, tmp_path):
     assert kp("pinset", "set-signer", "--file", f).rc == 1  # neither --signer nor --key
 
 
+# the identity point, a point of order 8, y = p (non-canonical), and one of order 4
+WEAK = ["0100000000000000000000000000000000000000000000000000000000000000",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000000"]
+
+
+def test_weak_signer_keys_refused_by_every_command(kp, tmp_path):
+    # issue 12.5: with the identity as signer, an update "signed" by R = identity, S = 0 verifies
+    f = tmp_path / "pins.json"
+    new_doc(kp, f)
+    before = f.read_bytes()
+    keyf = tmp_path / "s.key"
+    kp("signer", "keygen", "--out", keyf)
+    for hx in WEAK:
+        text = "ed25519/" + base64.b64encode(bytes.fromhex(hx)).decode()
+        r = kp("pinset", "set-signer", "--file", f, "--signer", text)
+        assert r.rc == 1 and "weak or invalid Ed25519 public key" in r.err, (hx, r)
+        assert r.err.startswith("keypin: pinset: ")
+        pem = tmp_path / "weak.pub"
+        try:
+            pub = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(hx))
+        except ValueError:
+            pub = None
+        if pub is not None:  # a key file holding it: set-signer --key and signer show refuse it too
+            pem.write_bytes(pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            r = kp("pinset", "set-signer", "--file", f, "--key", pem)
+            assert r.rc == 1 and "weak" in r.err, (hx, r)
+            r = kp("signer", "show", "--key", pem)
+            assert r.rc == 1 and "weak" in r.err, (hx, r)
+        assert f.read_bytes() == before
+    assert kp("pinset", "set-signer", "--file", f, "--key", keyf).rc == 0
+    ident = "ed25519/" + base64.b64encode(bytes.fromhex(WEAK[0])).decode()
+    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "1", "--fleet", "f1", "--new-signer", ident,
+           "--out", tmp_path / "u.txt")
+    assert r.rc == 1 and "weak" in r.err and not (tmp_path / "u.txt").exists(), r
+    # a document that names a weak signer (edited by hand) is refused on read
+    obj = json.loads(f.read_bytes().split(b"\n")[0])
+    obj["signer"] = ident
+    line = json.dumps(obj).encode()
+    f.write_bytes(line + b"\nsha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n")
+    r = kp("pinset", "show", "--file", f)
+    assert r.rc == 1 and "weak" in r.err
+
+
 # ----------------------------------------------------------------------------------- sign
 
 
@@ -105,38 +150,49 @@ def test_sign_writes_the_two_line_format_and_records_the_version(kp, tmp_path, s
     assert kp("pinset", "add-backup", "--file", f, "--set", "api", P[2]).rc == 0
     out = tmp_path / "update.txt"
     r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "3", "--out", out)
+    assert r.rc == 1 and "give --fleet F" in r.err and not out.exists(), r  # no audience, no update
+    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "3", "--out", out, "--fleet", "f1",
+           "--device", "dev-1", "--device", "dev-2")
     assert r.rc == 0, r
     assert r.out.startswith(f"wrote {f} (seq 4)\nsigned update version 3 (")
+    assert "for fleet f1, devices dev-1, dev-2" in r.out
     line1, line2, rest = out.read_bytes().split(b"\n")
     assert rest == b"" and line2.startswith(b"ed25519:")
     body = json.loads(line1)
-    assert list(body) == ["format", "version", "signer", "sets"]  # no seq: the device assigns it
-    assert body == {"format": "keypin-pins/1", "version": 3, "signer": signer,
-                    "sets": {"api": {"hosts": ["api.example.test"], "active": P[0], "backups": [P[1], P[2]],
-                                     "retired": [], "policy": "leaf"}}}
+    # no seq (the device assigns it), no fleet of the device (the audience names who it is for)
+    assert list(body) == ["format", "version", "signer", "audience", "retired", "sets"]
+    assert body == {"format": "keypin-pins/2", "version": 3, "signer": signer,
+                    "audience": {"fleet": "f1", "devices": ["dev-1", "dev-2"]}, "retired": [],
+                    "sets": {"api": {"hosts": ["api.example.test"], "active": [P[0]], "backups": [[P[1]], [P[2]]],
+                                     "policy": "leaf"}}}
     pub = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(signer[8:]))
     pub.verify(base64.b64decode(line2[8:]), line1)  # raises if it does not verify
     assert (tmp_path / "update.txt.version").read_text() == "3\n"
     doc = read(f)
     assert doc["version"] == 3 and doc["signer"] == signer
     # refusals: not newer, existing output, wrong key, no signer, a set without a backup
+    assert kp("pinset", "set-fleet", "--file", f, "--fleet", "f1").rc == 0  # the default audience from now on
     r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "3", "--out", tmp_path / "u2.txt")
     assert r.rc == 1 and "not newer than the document's version 3" in r.err
     r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "4", "--out", out)
     assert r.rc == 1 and "exists" in r.err
+    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "4", "--out", tmp_path / "u6.txt",
+           "--device", "a/b")
+    assert r.rc == 1 and "bad --device" in r.err
     other = tmp_path / "other.key"
     kp("signer", "keygen", "--out", other)
     r = kp("pinset", "sign", "--file", f, "--key", other, "--version", "4", "--out", tmp_path / "u3.txt")
     assert r.rc == 1 and "would refuse" in r.err
     g = tmp_path / "nosigner.json"
     new_doc(kp, g)
-    r = kp("pinset", "sign", "--file", g, "--key", keyf, "--version", "1", "--out", tmp_path / "u4.txt")
+    r = kp("pinset", "sign", "--file", g, "--key", keyf, "--version", "1", "--out", tmp_path / "u4.txt",
+           "--fleet", "f1")
     assert r.rc == 1 and "no signer" in r.err and "set-signer" in r.err
     assert kp("pinset", "retire", "--file", f, "--set", "api", P[1]).rc == 0
     assert kp("pinset", "retire", "--file", f, "--set", "api", P[2], "--force").rc == 0
     r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "4", "--out", tmp_path / "u5.txt")
     assert r.rc == 1 and "no backup pin" in r.err
-    assert not any((tmp_path / n).exists() for n in ("u2.txt", "u3.txt", "u4.txt", "u5.txt"))
+    assert not any((tmp_path / n).exists() for n in ("u2.txt", "u3.txt", "u4.txt", "u5.txt", "u6.txt"))
     assert read(f)["version"] == 3
 
 
@@ -145,14 +201,17 @@ def test_sign_with_a_new_signer(kp, tmp_path, signed_setup):
     k2 = tmp_path / "signer2.key"
     s2 = kp("signer", "keygen", "--out", k2).out.strip()
     out = tmp_path / "update.txt"
-    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "1", "--new-signer", s2, "--out", out)
+    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "1", "--new-signer", s2, "--out", out,
+           "--fleet", "f1")
     assert r.rc == 0 and "new signer" in r.out, r
     body = json.loads(out.read_bytes().split(b"\n")[0])
     assert body["signer"] == s2 and read(f)["signer"] == s2
     # from now on the document wants the new key
-    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "2", "--out", tmp_path / "u2.txt")
+    r = kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "2", "--out", tmp_path / "u2.txt",
+           "--fleet", "f1")
     assert r.rc == 1 and "would refuse" in r.err
-    assert kp("pinset", "sign", "--file", f, "--key", k2, "--version", "2", "--out", tmp_path / "u2.txt").rc == 0
+    assert kp("pinset", "sign", "--file", f, "--key", k2, "--version", "2", "--out", tmp_path / "u2.txt",
+              "--fleet", "f1").rc == 0
 
 
 DEV_CHECK = """
@@ -174,16 +233,21 @@ print(json.dumps(out))
 
 def test_the_device_accepts_what_the_cli_signs(kp, tmp_path, signed_setup):
     f, keyf, _ = signed_setup
+    assert kp("pinset", "set-fleet", "--file", f, "--fleet", "f1").rc == 0
     device = tmp_path / "device-pins.json"
-    device.write_bytes(f.read_bytes())  # provisioned with the signer
+    device.write_bytes(f.read_bytes())  # provisioned with the signer and the fleet
     out = tmp_path / "update.txt"
     assert kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "1", "--out", out).rc == 0
     bad = tmp_path / "bad.txt"
     data = bytearray(out.read_bytes())
     data[data.index(b"api.example.test")] = ord("b")
     bad.write_bytes(bytes(data))
-    got = upy(tmp_path, DEV_CHECK, device, out, bad)
+    other = tmp_path / "other.txt"
+    assert kp("pinset", "sign", "--file", f, "--key", keyf, "--version", "2", "--out", other,
+              "--fleet", "f2").rc == 0
+    got = upy(tmp_path, DEV_CHECK, device, out, bad, other)
     assert got[0] == 1 and "bad signature" in got[1], got
+    assert got[2] == "not for this device: fleet 'f2' (device is in 'f1')", got
 
 
 DEV_VERIFY = """
