@@ -165,6 +165,25 @@ def test_check_tells_the_operator_which_listener(site):
     assert r.returncode == 0 and r.stdout.startswith("listener: leaf only"), r
 
 
+def test_check_keeps_chain_verifying_sets_on_the_full_chain(site, tmp_path):
+    """A set with policy any (its devices run CA+pin mode): check says the lean listener refuses its
+    devices, and does not send them there from the full-chain listener."""
+    ch, ng = site["chain"], site["ng"]
+    f = tmp_path / "any.json"
+    r = keypin("pinset", "new", "--file", f, "--name", "ca", "--host", HOST, "--active", pin(ch.key),
+               "--backup", pin(new_key()), "--policy", "any")
+    assert r.returncode == 0, r.stderr
+    r = keypin("check", "--host", f"{LOOPBACK}:{ng.lean_port}", "--sni", HOST, "--pinset", f)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].endswith(
+        "; but this set's devices verify the chain (policy any or a CA anchor): they are refused here, "
+        "serve them the full chain")
+    r = keypin("check", "--host", f"{LOOPBACK}:{ng.port}", "--sni", HOST, "--pinset", f)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("listener: full chain: 4 certificates") and "lean" not in first
+
+
 def test_lean_listener_is_no_way_around_the_pin(site, tmp_path):
     """A lean listener presenting another key's leaf is refused like any other: no request at nginx."""
     other = GenY.build("ecdsa", tmp_path / "other", HOST)
