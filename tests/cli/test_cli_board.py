@@ -59,13 +59,14 @@ class FakeBoard:
 
     def __init__(self, root, upy):
         self.root, self.upy, self.calls = root, upy, []
+        self.path = ".frozen"  # MICROPYPATH inside the board's root ("/lib" on a real board: add "lib")
 
     def _run_snippet(self, code):
         m = re.search(r"^for _\w+ in (\[.*\]):$", code, re.MULTILINE)
         paths = ast.literal_eval(m.group(1))
         local = [str(self.root) + p for p in paths]
         code = code.replace(m.group(1), repr(local))
-        r = self.upy(["-c", code], cwd=self.root, path=".frozen")
+        r = self.upy(["-c", code], cwd=self.root, path=self.path)
         assert r.returncode == 0, r.stderr
         return r.stdout.replace(str(self.root) + "/", "/")
 
@@ -171,16 +172,18 @@ def test_provision_replaces_pins_and_removes_old_generations(kp, pki, tmp_path, 
     assert len(fake_board.calls) == calls
 
 
-def test_status_runs_setup_show(kp, monkeypatch):
+def test_status_runs_setup_show(kp, monkeypatch, tmp_path):
     seen = []
+    tty = tmp_path / "ttyACM0"  # the port must exist now (a missing one is named as such)
+    tty.write_bytes(b"")
 
     def fake_run(argv, check=False):
         seen.append(argv)
         return subprocess.CompletedProcess(argv, 0)
 
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
-    assert kp("status", "--port", "/dev/ttyACM0").rc == 0
-    assert seen == [[sys.executable, "-m", "mpremote", "connect", "/dev/ttyACM0", "exec",
+    assert kp("status", "--port", tty).rc == 0
+    assert seen == [[sys.executable, "-m", "mpremote", "connect", str(tty), "exec",
                      "import keypin.setup as ks; ks.show()"]]
 
 
@@ -242,3 +245,137 @@ def test_flash_detect_on_a_missing_port_is_a_clear_error(kp, tmp_path):
     fw = _fw(tmp_path, 0)
     r = kp("flash", "--port", str(tmp_path / "ttyNONE"), "--firmware", fw)
     assert r.rc == 1 and r.err.startswith(f"keypin: flash: cannot detect the chip on {tmp_path / 'ttyNONE'}: ")
+
+
+# ------------------------------------------------------------------- serial ports, devs, doctor
+
+KEYPIN = str(ROOT / ".venv/bin/keypin")
+
+
+def keypin(*argv):
+    return subprocess.run([KEYPIN, *map(str, argv)], check=False, capture_output=True, text=True, timeout=120)
+
+
+def test_a_missing_serial_port_is_named_as_missing(tmp_path):
+    """Through the real console script: not mpremote's "may be in use by another program"."""
+    img = tmp_path / "img"
+    assert keypin("image", "--out", img, "--arch", "x64").returncode == 0
+    fw = _fw(tmp_path, 0)
+    for argv, prefix in ((["status"], "keypin: status: "), (["deploy", "--image", img], "keypin: deploy: "),
+                         (["flash", "--firmware", fw], "keypin: flash: cannot detect the chip on /dev/ttyNOPE9: ")):
+        r = keypin(*argv, "--port", "/dev/ttyNOPE9")
+        assert r.returncode == 1, r
+        assert r.stderr.startswith(prefix + "no serial port /dev/ttyNOPE9: is the board plugged in"), r.stderr
+        assert "in use" not in r.stderr and "Traceback" not in r.stderr
+    r = keypin("flash", "--port", "/dev/ttyNOPE9", "--firmware", fw, "--offset", "banana")
+    assert r.returncode == 1 and r.stderr.startswith(
+        "keypin: flash: argument --offset: 'banana' is not a flash address (give e.g. 0x1000 or 4096)"), r.stderr
+    assert "<lambda>" not in r.stderr
+
+
+def _ports(monkeypatch, *specs):
+    """Stand-in for the OS's port list under esptool's discovery (esp_pylib -> pyserial comports)."""
+    from esp_pylib import serial_ports
+    from serial.tools.list_ports_common import ListPortInfo
+    out = []
+    for dev, vid, pid, serial, maker, product in specs:
+        p = ListPortInfo(dev, skip_link_detection=True)
+        p.vid, p.pid, p.serial_number, p.manufacturer, p.product = vid, pid, serial, maker, product
+        out.append(p)
+    monkeypatch.setattr(serial_ports, "_comports", lambda: list(out))
+
+
+def test_devs_and_port_auto(kp, monkeypatch, tmp_path):
+    usb = tmp_path / "ttyUSB0"
+    usb.write_bytes(b"")
+    _ports(monkeypatch, ("/dev/ttyS0", None, None, None, None, None),
+           (str(usb), 0x10C4, 0xEA60, "0001", "Silicon Labs", "CP2102 USB to UART"),
+           ("/dev/ttyACM0", 0x303A, 0x1001, "F4:12", "Espressif", "USB JTAG/serial debug unit"))
+    r = kp("devs")
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    # esptool's order: Espressif's own USB first; mpremote's auto rule: the first port with USB ids
+    assert lines[0].startswith("/dev/ttyACM0") and "303a:1001 Espressif USB JTAG/serial debug unit" in lines[0]
+    assert lines[0].endswith("(Espressif USB)  <- --port auto")
+    assert any(line.startswith(str(usb)) and "10c4:ea60 Silicon Labs CP2102" in line for line in lines)
+    assert any(line.startswith("/dev/ttyS0") and "no USB ids" in line for line in lines)
+    j = json.loads(kp("devs", "--json").out)
+    assert j["auto"] == "/dev/ttyACM0" and len(j["ports"]) == 3
+    # --port auto resolves through the same discovery (here: the CP2102 once the Espressif port is gone)
+    _ports(monkeypatch, ("/dev/ttyS0", None, None, None, None, None),
+           (str(usb), 0x10C4, 0xEA60, "0001", "Silicon Labs", "CP2102 USB to UART"))
+    seen = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, check=False: seen.append(argv) or
+                        subprocess.CompletedProcess(argv, 0))
+    assert kp("status", "--port", "auto").rc == 0
+    assert seen[-1][4] == str(usb)
+    assert kp("status").rc == 0 and seen[-1][4] == str(usb)  # auto is the default
+    _ports(monkeypatch, ("/dev/ttyS0", None, None, None, None, None))
+    r = kp("status", "--port", "auto")
+    assert r.rc == 1 and r.err.startswith("keypin: status: --port auto: no board found: no USB serial port "
+                                          "(serial ports without USB ids: /dev/ttyS0)"), r
+    _ports(monkeypatch)
+    r = kp("devs")
+    assert r.rc == 1 and r.err.startswith("keypin: devs: no serial ports found"), r
+
+
+def test_doctor_host_only(kp, monkeypatch):
+    _ports(monkeypatch)
+    r = kp("doctor")
+    assert r.rc == 0, r
+    for what in ("python", "cryptography", "paho-mqtt", "mpremote", "esptool", "mpy-cross runs", "SPKI module x64",
+                 "serial ports"):
+        assert re.search(rf"^(ok|warn|info|FAIL) +{re.escape(what)} ", r.out, re.M), (what, r.out)
+    assert "none found: no board is plugged in" in r.out and "fix: plug the board in" in r.out
+    assert r.out.rstrip().endswith("doctor: 14 checks, 0 failed, no board") or "0 failed, no board" in r.out
+    j = json.loads(kp("doctor", "--json").out)
+    assert j["command"] == "doctor" and j["failures"] == 0
+    assert {"level", "what", "text", "fix"} <= set(j["findings"][0])
+
+
+def test_doctor_with_the_fake_board(kp, pki, tmp_path, fake_board, monkeypatch):
+    _ports(monkeypatch)
+    fake_board.path = ".frozen:lib"
+    r = kp("doctor", "--port", "/dev/fake")  # an empty board: no keypin, no config, no pin store
+    assert r.rc == 1, r
+    assert re.search(r"^ok +MicroPython +micropython 1\.29\.0 on linux", r.out, re.M), r.out
+    assert re.search(r"^ok +\.mpy ABI +6\.3", r.out, re.M)
+    assert re.search(r"^ok +tls\.SSLContext\.verify_callback +present \(Mbed TLS 3\.", r.out, re.M), r.out
+    assert re.search(r"^info +getpeercert +absent \(not needed", r.out, re.M)  # the Unix port lacks it
+    assert re.search(r"^ok +free heap +\d+ KiB free after gc\.collect\(\)", r.out, re.M)
+    assert re.search(r"^ok +free flash ", r.out, re.M)
+    assert re.search(r"^warn +keypin on the board +not installed", r.out, re.M)
+    assert re.search(r"^FAIL +pin store +/pins\.json missing", r.out, re.M) and "fix: keypin provision" in r.out
+    # deploy and provision, then everything is fine
+    img = tmp_path / "img"
+    assert kp("image", "--out", img, "--arch", "x64").rc == 0
+    assert kp("deploy", "--port", "/dev/fake", "--image", img).rc == 0
+    pins, cfg = tmp_path / "pins.json", tmp_path / "config.json"
+    _pins(kp, pki, pins)
+    cfg.write_text(json.dumps({"device_id": "d1", "pins": "data/pins.json"}))
+    assert kp("provision", "--port", "/dev/fake", "--config", cfg, "--pins", pins).rc == 0
+    r = kp("doctor", "--port", "/dev/fake")
+    assert r.rc == 0, r
+    assert re.search(r"^ok +keypin on the board +0\.1\.0 \(SPKI \w+\)", r.out, re.M), r.out
+    assert re.search(r"^ok +pin store +/data/pins\.json: seq 1, 1 set$", r.out, re.M), r.out
+    assert r.out.rstrip().endswith("0 failed, board /dev/fake")
+    # one flipped byte in the store is found and named
+    store = fake_board.root / "data" / "pins.json"
+    b = bytearray(store.read_bytes())
+    b[10] ^= 1
+    store.write_bytes(bytes(b))
+    r = kp("doctor", "--port", "/dev/fake")
+    assert r.rc == 1 and re.search(r"^FAIL +pin store +/data/pins\.json \(\d+ bytes\) fails its checksum", r.out, re.M)
+
+
+def test_doctor_findings_for_old_firmware():
+    from keypin_cli.commands import doctor
+    facts = {"impl": ["micropython", [1, 22, 2], "ESP32 module with ESP32", "esp32", 0x0306],
+             "tls": [False, True, ""], "heap": [30000, 60000], "flash": [40000, 2000000],
+             "keypin": ["0.0.9", "python"], "files": {"/config.json": (10, "{}")}}
+    got = {(f.level, f.what): f for f in doctor.board_findings("/dev/ttyUSB0", facts, "/pins.json")}
+    assert got[("FAIL", "MicroPython")].fix.startswith("flash MicroPython >= 1.23")
+    assert ("FAIL", "tls.SSLContext.verify_callback") in got
+    assert got[("warn", "free heap")].text.startswith("29 KiB free")
+    assert ("warn", "free flash") in got and ("warn", "keypin on the board") in got
+    assert ("FAIL", "pin store") in got

@@ -6,7 +6,8 @@ from keypin_cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALL = ["pin", "keygen", "csr", "pinset", "check", "image", "deploy", "provision", "status", "flash",
-       "certbot-hook", "signer", "reports"]
+       "devs", "doctor", "certbot-hook", "signer", "reports"]
+ALL += [c[0] for c in cli.COMMANDS if c[0] == "release"]  # H4's, issue 12/17 (registered last)
 
 
 def test_help_lists_all_subcommands(kp):

@@ -141,9 +141,9 @@ def test_host_prints_the_presented_chain_per_depth(kp, pki, tls_server, openssl)
     srv = tls_server(crt, kf)
     r = kp("pin", "--host", srv.addr, "--sni", "server.test", "--timeout", "5")
     assert r.rc == 0, r
-    assert r.out.splitlines() == [
-        f"depth 0 {pki.pin(key)} CN=server.test",
-        f"depth 1 {openssl.cert(pki.pem(pki.inter))} CN=Test Intermediate CA",
+    assert r.out.splitlines() == [  # top of the chain first and "depth N: ", as the device reports it
+        f"depth 1: {openssl.cert(pki.pem(pki.inter))} CN=Test Intermediate CA",
+        f"depth 0: {pki.pin(key)} CN=server.test",
     ]
     assert "leaf only" not in r.err
     assert srv.handshakes >= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import posixpath
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from .errors import CommandError
 from .util import progress
@@ -131,6 +132,7 @@ def copy_command(port: str, pairs: list[tuple[str, str]]) -> list[str]:
 
 def run_mpremote(argv: list[str], what: str, capture: bool = False) -> str:
     """The only part that needs a board."""
+    check_port(argv[4])  # mpremote says "may be in use by another program" for a missing port too
     progress(what)
     try:
         r = subprocess.run(argv, capture_output=capture, text=True, timeout=300, check=False)
@@ -163,3 +165,77 @@ def push_and_verify(port: str, files: list[tuple[str, str, str]], remove: list[s
     if problems:
         raise CommandError("verification failed after copying:\n  " + "\n  ".join(problems))
     return sorted(expected)
+
+
+# ------------------------------------------------------------------ serial ports and discovery
+
+
+def port_problem(port: str) -> str | None:
+    """Why ``port`` cannot be opened, in words, or None (only local device paths are checked)."""
+    import os
+
+    if not port.startswith("/"):
+        return None  # COM3, rfc2217://..., mpremote shortcuts: the tools say it themselves
+    if not os.path.exists(port):
+        return (f"no serial port {port}: is the board plugged in (and its USB cable a data cable)? "
+                "keypin devs lists the serial ports")
+    if not os.access(port, os.R_OK | os.W_OK):
+        return (f"no permission to open {port}: add yourself to its group (sudo usermod -aG dialout $USER, "
+                "then log in again)")
+    return None
+
+
+def check_port(port: str) -> None:
+    why = port_problem(port)
+    if why:
+        raise CommandError(why)
+
+
+@dataclass
+class Port:
+    device: str
+    vid: int | None
+    pid: int | None
+    serial: str
+    description: str
+    espressif: bool
+
+
+def list_ports() -> list[Port]:
+    """Serial ports, through esptool's discovery (esp_pylib: Espressif USB first, then known names)."""
+    try:
+        from esp_pylib.constants import ESPRESSIF_VID
+        from esp_pylib.serial_ports import get_port_list
+    except ImportError:  # an esptool without esp_pylib: pyserial directly, as mpremote does
+        from serial.tools.list_ports import comports as get_port_list  # type: ignore[assignment]
+        ESPRESSIF_VID = 0x303A
+    out = []
+    for p in get_port_list():
+        desc = " ".join(str(x) for x in (p.manufacturer, p.product) if x) or (p.description or "")
+        desc = "" if desc == "n/a" else desc
+        out.append(Port(str(p.device), p.vid, p.pid, p.serial_number or "", desc, p.vid == ESPRESSIF_VID))
+    return out
+
+
+def auto_port(ports: list[Port]) -> Port | None:
+    """mpremote's ``auto`` rule: the first USB serial port (one with a USB vendor and product id)."""
+    return next((p for p in ports if p.vid is not None and p.pid is not None), None)
+
+
+def resolve_port(port: str) -> str:
+    """``auto`` -> the discovered board's port (CommandError if none); any other name unchanged."""
+    if port != "auto":
+        return port
+    ports = list_ports()
+    p = auto_port(ports)
+    if p is None:
+        seen = f" (serial ports without USB ids: {', '.join(q.device for q in ports)})" if ports else ""
+        raise CommandError("--port auto: no board found: no USB serial port" + seen +
+                           "; plug the board in, or give --port PORT (keypin devs lists the ports)")
+    others = [q.device for q in ports if q is not p and q.vid is not None]
+    if others:
+        from .util import note
+
+        note(f"--port auto: using {p.device}; other boards: {', '.join(others)} (give --port to choose)")
+    progress(f"--port auto: {p.device} ({p.description or 'USB serial'})")
+    return p.device

@@ -7,7 +7,7 @@ import subprocess  # noqa: F401  (tests patch cli.subprocess.run)
 import sys
 
 from . import __version__
-from .commands import boards, keys, pinsets, server
+from .commands import boards, doctor, keys, pinsets, server
 from .commands.common import Parser, fmt
 from .errors import CommandError
 
@@ -38,6 +38,10 @@ COMMANDS = [
      "example:\n  keypin status --port /dev/ttyUSB0", boards.port_arg),
     ("flash", boards.cmd_flash, "erase and flash MicroPython firmware with esptool (needs a board)",
      "example:\n  keypin flash --port /dev/ttyUSB0 --firmware ESP32_GENERIC-20250415-v1.25.0.bin", boards.args_flash),
+    ("devs", doctor.cmd_devs, "list serial ports (esptool's discovery) and the one --port auto picks",
+     "example:\n  keypin devs", doctor.args_devs),
+    ("doctor", doctor.cmd_doctor, "check the host setup, serial ports and (with --port) a board; each finding with its fix",
+     "example:\n  keypin doctor --port auto", doctor.args_doctor),
     ("certbot-hook", server.cmd_certbot_hook, "certbot --deploy-hook: reload only if the renewed cert kept a pinned key",
      ("example:\n  certbot renew --reuse-key --deploy-hook \\\n"
      "      'keypin certbot-hook --pinset /etc/keypin/pins.json --reload \"systemctl reload nginx\"'"),

@@ -50,16 +50,15 @@ def decide(chain: list[ChainEntry], pinset: dict) -> Decision:
     a retired key anywhere in scope fails, then the active pin, then the first matching backup."""
     scope = chain[:1] if pinset["policy"] == "leaf" else chain
     for e in scope:
-        if e.pin in pinset["retired"]:
+        if e.pin in pinset.get("retired", ()):  # device-wide retired (pindoc.view)
             return Decision(RETIRED, pin=e.pin, depth=e.depth)
     for e in scope:
-        if e.pin == pinset["active"]:
+        if e.pin in pinset["active"]:  # any pin in service (pin document v2)
             return Decision(ACTIVE, pin=e.pin, depth=e.depth)
     best = None
     for e in scope:
-        if e.pin in pinset["backups"]:
-            k = pinset["backups"].index(e.pin) + 1
-            if best is None or k < best.backup_index:
+        for k, group in enumerate(pinset["backups"], 1):  # backup groups, the lowest matching one
+            if e.pin in group and (best is None or k < best.backup_index):
                 best = Decision(BACKUP, backup_index=k, pin=e.pin, depth=e.depth)
     return best or Decision(UNKNOWN)
 
@@ -67,18 +66,31 @@ def decide(chain: list[ChainEntry], pinset: dict) -> Decision:
 WHY = {UNKNOWN: "unknown key", RETIRED: "retired key"}
 
 
+def chain_lines(chain: list[ChainEntry], indent: str = "", subjects: bool = True) -> list[str]:
+    """The one chain format, shared with the device's PinMismatch text: top of the chain first
+    (the order the device's verify callback sees), ``depth N: <pin>``, then the subject."""
+    return [f"{indent}depth {e.depth}: {e.pin}" + (f" {e.subject}" if subjects else "")
+            for e in sorted(chain, key=lambda e: -e.depth)]
+
+
+def chain_json(chain: list[ChainEntry]) -> list[dict]:
+    """--json form of a chain, top first like the text."""
+    return [{"depth": e.depth, "pin": e.pin, "subject": e.subject} for e in sorted(chain, key=lambda e: -e.depth)]
+
+
 def failure_report(chain: list[ChainEntry], host: str, port: int, set_name: str, pinset: dict,
-                   outcome: str = UNKNOWN) -> str:
-    """Same shape as the device library's PinMismatch text (keypin.tls.mismatch)."""
+                   outcome: str = UNKNOWN, sni: str | None = None) -> str:
+    """Same shape as the device library's PinMismatch text (keypin.tlsx.mismatch); the pinned host is
+    the name the set was found by: the SNI name when one was sent."""
+    via = f" (SNI {sni})" if sni and sni != host else ""
     lines = [f"Certificate pinning failure! ({WHY.get(outcome, outcome)})",
-             f"  Peer certificate chain for {host}:{port}:"]
-    for e in chain:
-        lines.append(f"    depth {e.depth}: {e.pin} {e.subject}")
-    lines.append(f"  Pinned certificates for {host} (set {set_name}, policy {pinset['policy']}):")
-    lines.append("    active: " + pinset["active"])
-    for i, p in enumerate(pinset["backups"], 1):
-        lines.append(f"    backup {i}: {p}")
-    for p in pinset["retired"]:
+             f"  Peer certificate chain for {host}:{port}{via}:"]
+    lines += chain_lines(chain, "    ")
+    lines.append(f"  Pinned keys for {sni or host} (set {set_name!r}, policy {pinset['policy']}):")
+    lines += ["    active: " + p for p in pinset["active"]]
+    for i, g in enumerate(pinset["backups"], 1):
+        lines.append(f"    backup {i}: {', '.join(g)}")
+    for p in pinset.get("retired", ()):
         lines.append("    retired: " + p)
     return "\n".join(lines)
 
@@ -115,16 +127,23 @@ class Listener:
     message_bytes: int  # TLS 1.2 Certificate message
     links: list[str]
 
-    def text(self, policy: str = "leaf") -> str:
+    def text(self, pinset: dict | None = None) -> str:
+        """One line for the operator; pinset: the set the devices use (policy any, or a CA anchor,
+        means its devices verify the chain and need the full one)."""
+        chained = bool(pinset) and (pinset.get("policy") == "any" or bool(pinset.get("ca")))
         size = f"{self.message_bytes:,}-byte Certificate message"
         if self.lean:
-            return (f"listener: leaf only (a lean device listener): 1 certificate, {size}; devices verify "
-                    "no chain signatures")
+            line = f"listener: leaf only (a lean device listener): 1 certificate, {size}; devices verify no chain signatures"
+            if chained:
+                line += ("; but this set's devices verify the chain (policy any or a CA anchor): they are refused "
+                         "here, serve them the full chain")
+            return line
         line = f"listener: full chain: {self.certificates} certificates, {size}"
         if self.links:
             kinds = ", ".join(f"{self.links.count(k)} {k}" for k in sorted(set(self.links)))
-            line += f"; a device's mbedTLS checks {len(self.links)} link signatures ({kinds}) at every handshake"
-        if policy == "leaf":
+            n = len(self.links)
+            line += f"; a device's mbedTLS checks {n} link signature{'s' if n > 1 else ''} ({kinds}) at every handshake"
+        if not chained:
             line += "; devices pin the leaf key only: give them a lean listener (the leaf alone, docs/operations.md)"
         return line
 

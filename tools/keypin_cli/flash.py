@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .board import check_port, port_problem
 from .errors import CommandError
 from .util import progress
 
@@ -79,6 +80,9 @@ def plan(firmware: Path, chip: str, offset: int | None) -> tuple[str, int, str |
 
 def detect_chip(port: str) -> str:
     """Needs a board: ask the ROM bootloader which chip this is."""
+    why = port_problem(port)
+    if why:
+        raise CommandError(f"cannot detect the chip on {port}: {why}")
     progress(f"detecting the chip on {port} ...")
     try:
         from esptool.cmds import detect_chip as _detect
@@ -90,6 +94,7 @@ def detect_chip(port: str) -> str:
 
 
 def run_esptool(argv: list[str]) -> None:
+    check_port(argv[argv.index("--port") + 1])
     r = subprocess.run(argv, check=False)
     if r.returncode != 0:
         raise CommandError(f"esptool failed (exit status {r.returncode}): {' '.join(argv[3:])}")

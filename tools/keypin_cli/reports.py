@@ -57,8 +57,10 @@ def format_message(topic: str, payload: bytes, retained: bool) -> str:
             lines.append("    presented: (no certificate)")
         pins = r.get("pins") or {}
         if pins:
-            lines.append(f"    {'pinned:':10} active {pins.get('active')}")
+            act = pins.get("active")
+            act = act if isinstance(act, list) else [act]  # pin document v2: a list of pins in service
+            lines.append(f"    {'pinned:':10} active {', '.join(map(str, act))}")
             for k, p in enumerate(pins.get("backups") or [], 1):
-                lines.append(f"    {'':10} backup {k} {p}")
+                lines.append(f"    {'':10} backup {k} {', '.join(map(str, p)) if isinstance(p, list) else p}")
         lines.append(f"    {'firmware:':10} {r.get('fw', '?')}")
     return "\n".join(lines)

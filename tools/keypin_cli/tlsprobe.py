@@ -6,7 +6,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from .errors import CommandError
-from .util import is_ip, progress
+from .util import is_ip, progress, tls_error_text
 
 _ENCODING_DER = getattr(ssl._ssl, "ENCODING_DER", 2)  # type: ignore[attr-defined]
 
@@ -47,13 +47,21 @@ def fetch_chain(host: str, port: int, sni: str | None = None, timeout: float = 1
     progress(f"connecting to {host}:{port} ...")
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        raise CommandError(f"cannot connect to {host}:{port}: no answer within {timeout:g} s") from None
+    except socket.gaierror as e:
+        raise CommandError(f"cannot connect to {host}:{port}: unknown host ({e.strerror or e})") from None
     except OSError as e:
         raise CommandError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
     try:
         try:
             tls = ctx.wrap_socket(raw, server_hostname=server_name)
-        except (ssl.SSLError, OSError) as e:
-            raise CommandError(f"TLS handshake with {host}:{port} failed: {e}") from None
+        except ssl.SSLError as e:
+            raise CommandError(f"TLS handshake with {host}:{port} failed: {tls_error_text(e)}") from None
+        except TimeoutError:
+            raise CommandError(f"TLS handshake with {host}:{port} failed: no answer within {timeout:g} s") from None
+        except OSError as e:
+            raise CommandError(f"TLS handshake with {host}:{port} failed: {e.strerror or e}") from None
         try:
             certs, complete = _chain_from(tls)
             version, cipher = tls.version() or "", (tls.cipher() or ("",))[0]

@@ -98,8 +98,22 @@ def is_ip(host: str) -> bool:
         return False
 
 
+URL_PORTS = {"https": 443, "mqtts": 8883, "wss": 443, "ssl": 443, "tls": 443}
+
+
 def parse_hostport(text: str, default_port: int = 443) -> tuple[str, int]:
-    """``host:port``, ``host`` (port 443), ``[v6]:port`` or a bare IPv6 literal."""
+    """``host:port``, ``host`` (port 443), ``[v6]:port``, a bare IPv6 literal, or a URL
+    (``https://host[:port]/path``: the path is ignored; ``mqtts://`` defaults to 8883)."""
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        scheme = scheme.lower()
+        if scheme not in URL_PORTS:
+            hint = " (no TLS there: pins need a TLS port, e.g. https://...)" if scheme in ("http", "mqtt", "ws") else ""
+            raise CommandError(f"bad address {text!r}: a {scheme}:// URL{hint}; give HOST:PORT or https://HOST/")
+        rest = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+        if not rest:
+            raise CommandError(f"bad address {text!r}: no host")
+        return parse_hostport(rest, URL_PORTS[scheme])
     host, port = text, None
     if text.startswith("["):
         end = text.find("]")
@@ -114,8 +128,11 @@ def parse_hostport(text: str, default_port: int = 443) -> tuple[str, int]:
         host, port = text.split(":")
     if not host:
         raise CommandError(f"bad address {text!r}: no host")
+    if "/" in host:
+        raise CommandError(f"bad address {text!r}: give HOST:PORT or a URL like https://{host.split('/')[0]}/")
     if port is None:
         return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise CommandError(f"bad port in {text!r}")
+        raise CommandError(f"bad port in {text!r}" + ("" if port.isdigit() else
+                                                      f": {port!r} is not a number (HOST:PORT, e.g. {host}:443)"))
     return host, int(port)

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import board, flash, image, pindoc
 from ..errors import CommandError
 from ..util import note, read_input
+from .common import address
 
 # --------------------------------------------------------------------------------------- image
 
@@ -91,6 +92,7 @@ def cmd_provision(a) -> int:
 
 
 def cmd_status(a) -> int:
+    board.check_port(a.port)
     argv = board.exec_command(a.port, board.STATUS_CODE)
     r = subprocess.run(argv, check=False)
     if r.returncode != 0:
@@ -122,7 +124,9 @@ def args_image(p):
 
 
 def port_arg(p):
-    p.add_argument("--port", required=True, metavar="PORT", help="serial port of the board, e.g. /dev/ttyUSB0")
+    p.add_argument("--port", default="auto", type=board.resolve_port, metavar="PORT",
+                   help="serial port of the board, e.g. /dev/ttyUSB0; auto (default): the first USB serial port, "
+                        "as mpremote picks it (keypin devs lists them)")
 
 
 def args_deploy(p):
@@ -142,7 +146,7 @@ def args_flash(p):
     p.add_argument("--firmware", required=True, metavar="FILE.bin", help="MicroPython firmware for the chip")
     p.add_argument("--chip", choices=["auto"] + sorted(flash.OFFSETS), default="auto",
                    help="chip (default: detect)")
-    p.add_argument("--offset", type=lambda s: int(s, 0), metavar="ADDR",
+    p.add_argument("--offset", type=address, metavar="ADDR",
                    help="override the write offset (default: by chip)")
     p.add_argument("--baud", type=int, default=460800, help="baud rate for writing (default 460800)")
     p.add_argument("--no-erase", action="store_true", help="do not erase the whole flash first")

@@ -3,8 +3,10 @@ common options, nested ACTION tables (pinset, signer) and exclusive file creatio
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
+import re
 from pathlib import Path
 
 from .. import material
@@ -17,7 +19,19 @@ class UsageError(CommandError):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # usage errors exit 1 too: exit 2 means "backup matched" for check
-        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
+        raise UsageError(f"{did_you_mean(message)}\n{self.format_usage().rstrip()}")
+
+
+def did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'chek' (choose from ...)" + the closest choice, as git and pip do."""
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return message
+    choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+    close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+    prefixed = [c for c in choices if m.group(1) and c.startswith(m.group(1))]
+    best = close or prefixed[:1]
+    return message + (f"; did you mean '{best[0]}'?" if best else "")
 
 
 def fmt():

@@ -13,8 +13,8 @@ from cryptography.x509.oid import NameOID
 from .. import decide, material, pindoc
 from ..errors import CommandError
 from ..tlsprobe import fetch_chain
-from ..util import is_ip, note, parse_hostport, progress, read_input
-from .common import passphrase_arg, write_new
+from ..util import add_json_arg, emit_json, is_ip, note, parse_hostport, progress, read_input
+from .common import passphrase_arg, seconds, write_new
 
 # ----------------------------------------------------------------------------------------- pin
 
@@ -25,22 +25,33 @@ def cmd_pin(a) -> int:
             raise CommandError("give FILEs or --host, not both")
         host, port = parse_hostport(a.host)
         ch = fetch_chain(host, port, a.sni, a.timeout)
-        for e in decide.describe_chain(ch.certs):
-            print(f"depth {e.depth} {e.pin}" if a.quiet else f"depth {e.depth} {e.pin} {e.subject}")
+        chain = decide.describe_chain(ch.certs)
         for n in ch.notes:
             note(n)
+        if a.json:
+            emit_json("pin", {"host": host, "port": port, "sni": a.sni, "complete": ch.complete,
+                              "chain": decide.chain_json(chain)})
+            return 0
+        for line in decide.chain_lines(chain, subjects=not a.quiet):
+            print(line)
         return 0
     if not a.files:
         raise CommandError("give one or more FILEs (or - for stdin), or --host HOST:PORT")
     pw = material.passphrase_from(a.passphrase)
     many = len(a.files) > 1
+    found = []
     for f in a.files:
         where = "stdin" if f == "-" else f
         for item in material.load_items(read_input(f), where, pw):
+            found.append({"pin": item.pin, "desc": item.desc, "file": where})
+            if a.json:
+                continue
             if a.quiet:
                 print(item.pin)
             else:
                 print(f"{item.pin} {item.desc}" + (f"  ({where})" if many else ""))
+    if a.json:
+        emit_json("pin", {"items": found})
     return 0
 
 
@@ -153,8 +164,9 @@ def args_pin(p):
     p.add_argument("files", nargs="*", metavar="FILE", help="PEM/DER certificate, chain, key or CSR; - = stdin")
     p.add_argument("--host", metavar="HOST:PORT", help="read the chain a TLS server presents instead")
     p.add_argument("--sni", metavar="NAME", help="server name to send (default: HOST unless an IP)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="connect/handshake timeout")
+    p.add_argument("--timeout", type=seconds, default=10.0, metavar="S", help="connect/handshake timeout (s, > 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print the pins only")
+    add_json_arg(p)
     passphrase_arg(p)
 
 

@@ -58,33 +58,43 @@ def cmd_check(a) -> int:
         if not found:
             raise CommandError(f"no pin set covers {host} in {a.pinset} (give --set NAME)")
         name, s = found
+    s = pindoc.view(doc, name)  # with the device-wide retired pins (pin document v2)
+    for w in pindoc.warnings_for({**doc, "sets": {name: s}}):  # what keypin image warns about, for this set
+        note(w)
     if s["policy"] == "any":
         note(f"set {name} has policy any: devices connect only in CA+pin mode (config \"cadata\"), "
-             "where mbedTLS verifies the chain up to the pinned key; this check does not verify signatures")
+             "where mbedTLS verifies the chain up to the pinned key; without a CA they refuse to connect; "
+             "this check does not verify signatures")
     ch = fetch_chain(host, port, a.sni, a.timeout)
     chain = decide.describe_chain(ch.certs)
     for n in ch.notes:
         note(n)
     d = decide.decide(chain, s)
-    if d.outcome in (decide.ACTIVE, decide.BACKUP) and ch.complete:  # which kind of listener (H5)
-        print(decide.listener(ch.certs).text(s["policy"]))
+    code = {decide.ACTIVE: 0, decide.BACKUP: 2}.get(d.outcome, 1)
+    if a.json:
+        emit_json("check", {"host": host, "port": port, "sni": a.sni, "set": name, "policy": s["policy"],
+                            "outcome": d.outcome, "exit": code, "depth": d.depth if d.pin else None,
+                            "pin": d.pin or None, "backup_index": d.backup_index or None,
+                            "complete": ch.complete, "chain": decide.chain_json(chain)})
+    if d.outcome in (decide.ACTIVE, decide.BACKUP) and ch.complete and not a.json:  # which kind of listener (H5)
+        print(decide.listener(ch.certs).text(s))
     if d.outcome == decide.ACTIVE:
-        for e in chain:
-            print(f"depth {e.depth}: {e.pin} {e.subject}")
-        print(f"OK: depth {d.depth} matches the active pin of set {name}")
+        if not a.json:
+            print("\n".join(decide.chain_lines(chain)))
+            print(f"OK: depth {d.depth} matches the active pin of set {name}")
         return 0
     if d.outcome == decide.BACKUP:
-        for e in chain:
-            print(f"depth {e.depth}: {e.pin} {e.subject}")
-        more = "" if d.backup_index == 1 else f" and backups 1..{d.backup_index - 1}"
-        print(f"ROTATION: depth {d.depth} matches backup {d.backup_index} {d.pin} of set {name}: a device accepts "
-              f"it and, after the first good response, makes it the active pin and retires {s['active']}{more}")
+        if not a.json:
+            print("\n".join(decide.chain_lines(chain)))
+            more = "" if d.backup_index == 1 else f" and backups 1..{d.backup_index - 1}"
+            print(f"ROTATION: depth {d.depth} matches backup {d.backup_index} {d.pin} of set {name}: a device "
+                  f"accepts it and, after the first good response, makes it the active pin and retires "
+                  f"{', '.join(s['active'])}{more}")
         return 2
-    report = decide.failure_report(chain, host, port, name, s, d.outcome)
+    report = decide.failure_report(chain, host, port, name, s, d.outcome, a.sni)
     if d.outcome == decide.RETIRED:
         report += f"\n  (depth {d.depth} presents the RETIRED key {d.pin}: never trusted again)"
     raise CommandError(report)
-
 
 
 # -------------------------------------------------------------------------------- certbot-hook
@@ -104,7 +114,7 @@ def cmd_certbot_hook(a) -> int:
         sets = hook.sets_for_names(doc, names)
         if not sets:
             raise CommandError(f"no pin set in {a.pinset} covers {', '.join(names)} (give --set NAME)")
-    v = hook.judge(leaf.pin, sets)
+    v = hook.judge(leaf.pin, [(n, pindoc.view(doc, n)) for n, _ in sets])
     for line in v.lines:
         print(line)
     if not v.ok:
@@ -135,7 +145,8 @@ def args_check(p):
     p.add_argument("--pinset", required=True, metavar="FILE", help="pin document")
     p.add_argument("--set", metavar="NAME", help="pin set to use (default: the set covering HOST)")
     p.add_argument("--sni", metavar="NAME", help="server name to send (default: HOST unless an IP)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="connect/handshake timeout")
+    p.add_argument("--timeout", type=seconds, default=10.0, metavar="S", help="connect/handshake timeout (s, > 0)")
+    add_json_arg(p)
 
 
 
