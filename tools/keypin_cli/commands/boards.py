@@ -23,7 +23,7 @@ def cmd_image(a) -> int:
     w = max(len(p) for p, _ in res.files)
     for p, n in res.files:
         print(f"  {p:<{w}} {n:7d}")
-    impl = "native" if res.native else "pure-Python fallback"
+    impl = {"native": "native (C)", "viper": "viper"}.get(res.spki, "pure-Python fallback")
     print(f"{out}: {len(res.files)} files, {res.total} bytes ({a.arch}, SPKI {impl}) + MANIFEST")
     return 0
 
