@@ -129,3 +129,60 @@ def test_leaf_pem_comes_from_fullchain_and_is_not_replaced_when_refused(kp, pki,
     r = kp("certbot-hook", "--pinset", f, "--install", dest, env={"RENEWED_LINEAGE": str(bad)})
     assert r.rc == 1
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
+# ------------------------------------------------------------- issue 12.8: operator mistakes
+
+
+def test_a_privkey_that_does_not_match_the_certificate_is_refused(kp, pki, tmp_path):
+    """The lineage's privkey.pem is not the certificate's key: a server with the pair would fail every
+    handshake. Neither installed nor reloaded."""
+    key, backup, stray = pki.key("ec"), pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    lineage = _full_lineage(pki, tmp_path, key)
+    (lineage / "privkey.pem").write_bytes(pki.pem(stray))
+    dest, marker = tmp_path / "ssl", tmp_path / "reloaded.txt"
+    r = kp("certbot-hook", "--pinset", f, "--install", dest, "--reload", _reload_cmd(marker),
+           env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 1, r
+    assert r.err.startswith("keypin: certbot-hook: NOT reloading: ") and "privkey.pem" in r.err, r.err
+    assert f"does not match the certificate (key {pki.pin(stray)}, certificate {pki.pin(key)})" in r.err
+    assert not dest.exists() and not marker.exists()
+    # without --install the live privkey.pem beside cert.pem is checked too
+    r = kp("certbot-hook", "--pinset", f, "--reload", _reload_cmd(marker), env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 1 and "does not match the certificate" in r.err and not marker.exists()
+    # the matching key passes
+    (lineage / "privkey.pem").write_bytes(pki.pem(key))
+    r = kp("certbot-hook", "--pinset", f, "--install", dest, env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 0, r
+    # an unreadable privkey.pem is an error, not a traceback
+    (lineage / "privkey.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    r = kp("certbot-hook", "--pinset", f, env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 1 and r.err.startswith("keypin: certbot-hook: ") and "privkey.pem" in r.err, r.err
+
+
+def test_a_retired_key_gets_the_compromise_advice(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    assert kp("pinset", "retire", "--file", f, "--set", "api", pki.pin(key), "--force").rc == 0
+    r = kp("certbot-hook", "--pinset", f, "--cert", _lineage(pki, tmp_path, key) / "cert.pem")
+    assert r.rc == 1
+    assert "forgot --reuse-key" not in r.err, r.err
+    assert f"the renewed certificate carries the RETIRED key {pki.pin(key)}" in r.err
+    assert "retired keys are treated as compromised" in r.err and "keypin csr --key" in r.err
+
+
+def test_bad_input_never_prints_a_traceback(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    lineage = _full_lineage(pki, tmp_path, key)
+    # --install into a path below a regular file
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = kp("certbot-hook", "--pinset", f, "--install", blocker / "ssl", env={"RENEWED_LINEAGE": str(lineage)})
+    assert r.rc == 1 and r.err.startswith(f"keypin: certbot-hook: --install {blocker / 'ssl'}: "), r
+    # a certificate file that is not a certificate
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"hello\n")
+    r = kp("certbot-hook", "--pinset", f, "--cert", junk)
+    assert r.rc == 1 and r.err.startswith("keypin: certbot-hook: "), r

@@ -59,26 +59,63 @@ def sets_for_names(doc: dict, names: list[str]) -> list[tuple[str, dict]]:
 class Verdict:
     ok: bool
     lines: list[str]
+    retired: bool = False  # the key is retired in some set: compromised or withdrawn, never again
 
 
 def judge(pin: str, sets: list[tuple[str, dict]]) -> Verdict:
-    ok, lines = True, []
+    ok, lines, retired = True, [], False
     for name, s in sets:
-        if pin == s["active"]:
+        groups = [i for i, g in enumerate(s["backups"], 1) if pin in g]
+        if pin in s["active"]:
             lines.append(f"set {name}: the certificate keeps the active key {pin}")
-        elif pin in s["backups"]:
-            k = s["backups"].index(pin) + 1
+        elif groups:
+            k = groups[0]
             lines.append(f"set {name}: the certificate uses backup {k} {pin}: devices will move to it and "
                          "retire the old active key")
-        elif pin in s["retired"]:
-            ok = False
+        elif pin in s.get("retired", ()):
+            ok, retired = False, True
             lines.append(f"set {name}: the certificate's key {pin} is RETIRED: devices will refuse it")
         else:
             ok = False
-            backups = ", ".join(s["backups"]) or "none"
-            lines.append(f"set {name}: the certificate's key {pin} is not pinned (active {s['active']}, "
+            backups = "; ".join(", ".join(g) for g in s["backups"]) or "none"
+            lines.append(f"set {name}: the certificate's key {pin} is not pinned (active {', '.join(s['active'])}, "
                          f"backups: {backups})")
-    return Verdict(ok, lines)
+    return Verdict(ok, lines, retired)
+
+
+def refusal(pin: str, v: Verdict) -> str:
+    """Why the hook does not reload, and what to do: a retired key is not a forgotten --reuse-key."""
+    if v.retired:
+        return (f"NOT reloading: the renewed certificate carries the RETIRED key {pin}: retired keys are treated as "
+                "compromised, and devices never trust one again. Do not renew with this key: get a certificate for a "
+                "backup key (keypin csr --key keys/backupN.key -d NAME --out api.csr; certbot certonly --csr api.csr), "
+                "and keep the retired key's servers off the air")
+    return (f"NOT reloading: this renewal changed the server key ({pin}) and devices would refuse it. You probably "
+            "forgot --reuse-key: renew again with the pinned key (certbot certonly --csr CSR, or certbot renew "
+            "--reuse-key after restoring the key), or add the new pin to the devices first")
+
+
+def check_private_key(cert_path: Path, cert_pin: str, required: bool) -> None:
+    """The lineage's privkey.pem (beside cert.pem) must hold the certificate's key: a server given a
+    pair that does not match fails every handshake. Missing is an error only when it is to be installed."""
+    from . import material
+
+    kp = Path(cert_path).parent / "privkey.pem"
+    if not kp.is_file():
+        if required:
+            raise CommandError(f"--install: {kp} not found (certbot writes it beside cert.pem)")
+        return
+    try:
+        key = material.load_private_key(kp.read_bytes(), str(kp), material.passphrase_from(None))
+    except OSError as e:
+        raise CommandError(f"NOT reloading: cannot read {kp}: {e.strerror or e}") from None
+    except CommandError as e:
+        raise CommandError(f"NOT reloading: {kp}: {e}") from None
+    pin = material.pin_of_spki(material.spki_of_key(key.public_key()))
+    if pin != cert_pin:
+        raise CommandError(f"NOT reloading: {kp} does not match the certificate (key {pin}, certificate {cert_pin}): "
+                           "a server given this pair fails every handshake. Find the matching key (certbot keeps "
+                           "them in archive/ as privkeyN.pem) or renew again")
 
 
 _PEM_END = b"-----END CERTIFICATE-----"
@@ -101,8 +138,14 @@ def leaf_pem(fullchain: bytes, where: str) -> bytes:
 def install(cert_path: Path, dest: str) -> list[str]:
     """Copy fullchain.pem and privkey.pem next to cert_path into dest, and write leaf.pem (the
     first certificate of fullchain.pem alone, for a lean device listener), each by temp file + rename."""
-    src = Path(cert_path).parent
-    d = Path(dest)
+    try:
+        return _install(Path(cert_path).parent, Path(dest))
+    except OSError as e:
+        raise CommandError(f"--install {dest}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) \
+            from None
+
+
+def _install(src: Path, d: Path) -> list[str]:
     d.mkdir(parents=True, exist_ok=True)
     files = []
     for name, mode in (("fullchain.pem", 0o644), ("privkey.pem", 0o600)):

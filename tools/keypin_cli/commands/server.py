@@ -118,10 +118,8 @@ def cmd_certbot_hook(a) -> int:
     for line in v.lines:
         print(line)
     if not v.ok:
-        raise CommandError(f"NOT reloading: this renewal changed the server key ({leaf.pin}) and devices would refuse "
-                           "it. You probably forgot --reuse-key: renew again with the pinned key "
-                           "(certbot certonly --csr CSR, or certbot renew --reuse-key after restoring the "
-                           "key), or add the new pin to the devices first")
+        raise CommandError(hook.refusal(leaf.pin, v))
+    hook.check_private_key(path, leaf.pin, required=bool(a.install))
     if a.install:
         for line in hook.install(path, a.install):
             print(line)
