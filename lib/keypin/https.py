@@ -1,18 +1,31 @@
 # Pinned HTTPS/1.1 client over keypin.connect. Small on purpose: Host, Content-Length,
 # chunked responses, streaming bodies, redirects only to pinned hosts (at most 3).
+# Strict (issue 12, points 5 and 6): status line, headers, Content-Length and chunk sizes are
+# parsed by keypin.wire and anything odd is an HTTPError; a body is complete only when its
+# framing says so (Content-Length or chunked): this firmware's tls module returns b"" both for a
+# TLS close_notify and for a bare TCP FIN, so a close-delimited body can never be proven
+# complete and is refused unless the caller asks for it (unframed=True; save() never does).
+# `timeout` is one budget for the whole request: connect, handshake, status line, headers and
+# body, across redirects; a server that drips bytes cannot stretch it.
+import time
+
 from micropython import const
 
-from keypin import KeypinError
+from keypin import wire
 from keypin.tls import connect
+from keypin.wire import HTTPError
 
-_MAXLINE = const(1024)
 _PIECE = const(128)
-_MAXHDRS = const(32)
 _MAXREDIR = const(3)
+_MAXBODY = const(16384)  # .content when no max_body is given
+_MAX1XX = const(4)
 
 
-class HTTPError(KeypinError):
-    pass
+class StatusError(HTTPError):
+    # a genuine reply whose status the caller cannot use (e.g. 404 for an update URL)
+    def __init__(self, status, msg):
+        super().__init__(msg)
+        self.status = status
 
 
 def _split(url):
@@ -24,140 +37,193 @@ def _split(url):
     port = 443
     if ":" in hp:
         hp, p = hp.rsplit(":", 1)
-        try:
-            port = int(p)
-        except ValueError:
+        if not p.isdigit() or not 0 < int(p) < 65536:
             raise HTTPError("bad port in %r" % url)
+        port = int(p)
     if not hp:
         raise HTTPError("no host in %r" % url)
     return hp.lower(), port, path
 
 
+def _io(e, s):
+    # a read past the stream's deadline: say what ran out
+    if isinstance(e, OSError) and e.args and e.args[0] == 110:
+        return OSError(110, "deadline passed while reading the response (%s)" % getattr(s, "pinset", "?"))
+    return e
+
+
 def _line(s):
-    # readline(n) reserves n bytes up front: read in small pieces, allow up to _MAXLINE
-    ln = s.readline(_PIECE)
-    if not ln:
-        raise HTTPError("connection closed by server")
-    while ln[-1:] != b"\n":
-        if len(ln) >= _MAXLINE:
-            raise HTTPError("line longer than %d bytes" % _MAXLINE)
-        more = s.readline(_PIECE)
-        if not more:
-            raise HTTPError("connection closed by server")
-        ln += more
+    # readline(n) reserves n bytes up front: read in small pieces, allow up to wire.MAXLINE
+    try:
+        ln = s.readline(_PIECE)
+        while ln and ln[-1:] != b"\n":
+            if len(ln) >= wire.MAXLINE:
+                raise HTTPError("line longer than %d bytes" % wire.MAXLINE)
+            more = s.readline(_PIECE)
+            if not more:
+                break
+            ln += more
+    except OSError as e:
+        raise _io(e, s)
+    if not ln or ln[-1:] != b"\n":
+        raise HTTPError("connection closed by server before the end of a line")
     return ln
 
 
 class Response:
-    def __init__(self, sock, url, max_body):
+    def __init__(self, sock, url, max_body=None, method="GET", unframed=False):
         self.url = url
         self._s = sock
         self._max = max_body
+        self._unframed = unframed
         self.verdict = sock.verdict
-        ln = _line(sock)
-        parts = ln.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise HTTPError("not an HTTP response: %r" % ln[:60])
-        try:
-            self.status = int(parts[1])
-        except ValueError:
-            raise HTTPError("bad status line: %r" % ln[:60])
-        self.reason = parts[2].strip().decode() if len(parts) > 2 else ""
-        # a genuine application response from the pinned server: commit any rotation
-        self.verdict = sock.confirm()
-        h: dict = {}
-        while True:
-            ln = _line(sock)
-            if ln in (b"\r\n", b"\n"):
+        for _ in range(_MAX1XX + 1):
+            self.status, self.reason = wire.status(_line(sock))
+            h: dict = {}
+            while wire.header(_line(sock), h):
+                pass
+            if self.status >= 200:
                 break
-            if len(h) >= _MAXHDRS:
-                raise HTTPError("more than %d headers" % _MAXHDRS)
-            k, _, v = ln.decode().partition(":")
-            h[k.strip().lower()] = v.strip()
+        else:
+            raise HTTPError("more than %d interim (1xx) responses" % _MAX1XX)
         self.headers = h
-        self._chunked = "chunked" in h.get("transfer-encoding", "").lower()
-        cl = h.get("content-length")
-        self._left = -1 if cl is None or self._chunked else int(cl)
+        self._chunked, self._left = wire.framing(h, self.status, method)
+        # a complete, well-formed status line and head from the pinned server, and a status
+        # that is not an error: only now is the reply genuine enough to commit a rotation
+        if self.status < 400:
+            self.verdict = sock.confirm()
         self._chunk = 0  # bytes left in the current chunk
         self._done = self._left == 0
         self._seen = 0
         self._body = None
+        # True when the body's end was proven by its framing (not by a close)
+        self.complete = self._done
 
-    def _raw(self, n):
-        # up to n body bytes, b"" at the end
+    @property
+    def framed(self):
+        return self._chunked or self._left >= 0
+
+    def _raw(self, n, lim):
+        # up to n body bytes, b"" at the (proven) end; lim: the most body bytes allowed, or None
         if self._done:
             return b""
         s = self._s
-        if self._chunked:
-            if self._chunk == 0:
-                sz = _line(s).split(b";")[0].strip()
-                try:
-                    self._chunk = int(sz, 16)
-                except ValueError:
-                    raise HTTPError("bad chunk size %r" % sz[:20])
+        if s is None:
+            raise HTTPError("response already closed")
+        if lim is not None and self._left > lim and not self._chunked:
+            self.close()
+            raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, lim))
+        try:
+            if self._chunked:
                 if self._chunk == 0:
-                    while _line(s) not in (b"\r\n", b"\n"):  # trailers
-                        pass
-                    self._done = True
+                    self._chunk = wire.chunk_size(_line(s))
+                    if self._chunk == 0:
+                        t: dict = {}
+                        while wire.header(_line(s), t):  # trailers: parsed, bounded, dropped
+                            pass
+                        self._done = self.complete = True
+                        return b""
+                d = s.read(min(n, self._chunk))
+                if not d:
+                    raise HTTPError("connection closed inside a chunk")
+                self._chunk -= len(d)
+                if self._chunk == 0 and _line(s) not in (b"\r\n", b"\n"):
+                    raise HTTPError("chunk data not followed by CRLF")
+            elif self._left > 0:
+                d = s.read(min(n, self._left))
+                if not d:
+                    raise HTTPError("connection closed %d bytes before the end of the body" % self._left)
+                self._left -= len(d)
+                if self._left == 0:
+                    self._done = self.complete = True
+            elif not self._unframed:
+                raise HTTPError("body without Content-Length or chunked framing: its end cannot be "
+                                "proven (a TCP close looks like a TLS close_notify here)")
+            else:
+                d = s.read(n)
+                if not d:
+                    self._done = True  # an unproven end: self.complete stays False
                     return b""
-            d = s.read(min(n, self._chunk))
-            if not d:
-                raise HTTPError("connection closed inside a chunk")
-            self._chunk -= len(d)
-            if self._chunk == 0:
-                _line(s)
-        elif self._left > 0:
-            d = s.read(min(n, self._left))
-            if not d:
-                raise HTTPError("connection closed %d bytes before the end of the body" % self._left)
-            self._left -= len(d)
-            if self._left == 0:
-                self._done = True
-        else:
-            d = s.read(n)
-            if not d:
-                self._done = True
+        except OSError as e:
+            self.close()
+            raise _io(e, s)
+        except HTTPError:
+            self.close()
+            raise
         self._seen += len(d)
+        if lim is not None and self._seen > lim:
+            self.close()
+            raise HTTPError("body exceeds max_body=%d" % lim)
         return d
 
-    def iter_content(self, chunk=512):
-        # streams the body; max_body does not apply here
+    def iter_content(self, chunk=512, max_body=None):
+        # streams the body; a limit (here or the request's max_body) holds under every framing
+        lim = max_body if max_body is not None else self._max
         while True:
-            d = self._raw(chunk)
+            d = self._raw(chunk, lim)
             if not d:
                 self.close()
                 return
             yield d
 
-    def save(self, path, chunk=512):
-        # stream the body to path.tmp, then rename: a cut download leaves no half file
+    def save(self, path, chunk=512, max_body=None):
+        # stream a framed 2xx body to path.tmp, then rename: a cut download leaves no file
         import os
+        if not 200 <= self.status < 300:
+            self.close()
+            raise StatusError(self.status, "%s answered %d: nothing saved" % (self.url, self.status))
+        if not self.framed:
+            self.close()
+            raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
+                            "cannot be proven)" % self.url)
         n = 0
-        with open(path + ".tmp", "wb") as f:
-            for d in self.iter_content(chunk):
-                f.write(d)
-                n += len(d)
+        try:
+            with open(path + ".tmp", "wb") as f:
+                for d in self.iter_content(chunk, max_body):
+                    f.write(d)
+                    n += len(d)
+        except BaseException:
+            try:
+                os.remove(path + ".tmp")
+            except OSError:
+                pass
+            raise
         os.rename(path + ".tmp", path)
         return n
 
     @property
     def content(self):
         if self._body is None:
-            if self._left > self._max:
-                self.close()
-                raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, self._max))
+            lim = self._max if self._max is not None else _MAXBODY
             parts = []
             while True:
-                d = self._raw(256)
+                d = self._raw(256, lim)
                 if not d:
                     break
-                if self._seen > self._max:
-                    self.close()
-                    raise HTTPError("body exceeds max_body=%d" % self._max)
                 parts.append(d)
             self._body = b"".join(parts)
             self.close()
         return self._body
+
+    def _drain(self):
+        # the body of a response the caller will not use as data (an error status): keep what
+        # fits in max_body for the message, never raise for its size or framing
+        lim = self._max if self._max is not None else _MAXBODY
+        parts = []
+        n = 0
+        try:
+            if not self.framed:
+                self._unframed = True
+            while n < lim:
+                d = self._raw(min(256, lim - n), None)
+                if not d:
+                    break
+                parts.append(d)
+                n += len(d)
+        except (HTTPError, OSError):
+            pass
+        self._body = b"".join(parts)
+        self.close()
 
     @property
     def text(self):
@@ -173,8 +239,11 @@ class Response:
             self._s = None
 
 
-def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_body=16384,
-            stream=False, store=None, cadata=None):
+def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_body=None,
+            stream=False, store=None, cadata=None, unframed=False):
+    # max_body: the most body bytes accepted (.content: 16384 when not given; streams: no limit
+    # unless given here or to iter_content/save). unframed=True accepts a close-delimited body
+    # (r.complete stays False: its end is not proven).
     if json is not None:
         import json as _j
         data = _j.dumps(json)
@@ -182,9 +251,16 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
         headers.setdefault("Content-Type", "application/json")
     if isinstance(data, str):
         data = data.encode()
+    end = time.ticks_add(time.ticks_ms(), int(timeout * 1000)) if timeout is not None else None
     for _ in range(_MAXREDIR + 1):
         host, port, path = _split(url)
-        s = connect(host, port, store=store, timeout=timeout, cadata=cadata)
+        t = None
+        if end is not None:
+            t = time.ticks_diff(end, time.ticks_ms())
+            if t <= 0:
+                raise OSError(110, "deadline passed before connecting to %s:%d (timeout=%s s)" % (host, port, timeout))
+            t /= 1000
+        s = connect(host, port, store=store, timeout=t, cadata=cadata)
         try:
             hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: keypin\r\n" % (
                 method, path, host if port == 443 else "%s:%d" % (host, port))
@@ -196,10 +272,10 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
             s.write(hdr.encode() + b"\r\n")
             if data:
                 s.write(data)
-            r = Response(s, url, max_body)
-        except BaseException:
+            r = Response(s, url, max_body, method, unframed)
+        except BaseException as e:
             s.close()
-            raise
+            raise _io(e, s)
         if r.status in (301, 302, 303, 307, 308) and "location" in r.headers:
             r.close()
             url = _follow(url, r.headers["location"], store)
@@ -207,7 +283,10 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
                 method, data = "GET", None
             continue
         if not stream:
-            _ = r.content  # the whole body now (bounded by max_body); the connection closes
+            if 200 <= r.status < 300:
+                _ = r.content  # the whole body now (bounded by max_body); the connection closes
+            else:
+                r._drain()
         return r
     raise HTTPError("more than %d redirects" % _MAXREDIR)
 
