@@ -376,6 +376,12 @@ http {{
             sub_filter_types *;
             sub_filter '@@keypin-never-matches@@' '';
         }}
+        location /nolen/ {{
+            alias {dir}/www/;
+            chunked_transfer_encoding off;
+            sub_filter_types *;
+            sub_filter '@@keypin-never-matches@@' '';
+        }}
         location / {{
             return 404;
         }}
@@ -388,7 +394,8 @@ class Nginx(_Server):
     """nginx serving HTTPS on 127.0.0.1:port with certfile (leaf [+ chain]) and keyfile.
 
     Locations: /checkin (GET|POST -> 200 application/json {"ok": true}), /files/NAME (static from
-    .root), /chunked/NAME (the same files with Transfer-Encoding: chunked for HTTP/1.1 clients),
+    .root), /chunked/NAME (the same files with Transfer-Encoding: chunked for HTTP/1.1 clients), /nolen/NAME (the
+    same files close-delimited: no Content-Length, no chunked),
     /redirect/N (302 -> /redirect/N-1 ... /redirect/1 -> /checkin, absolute URL on the request's
     Host and this port), /redirect-away (302 -> https://elsewhere.example.test/), /big (BIG_SIZE
     bytes, content = big_content()), anything else 404.
