@@ -8,14 +8,67 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_package_json_lists_every_device_module():
+def _gen():
     sys.path.insert(0, str(ROOT / "tools"))
-    from gen_package_json import package_json
+    import gen_package_json
+    return gen_package_json
+
+
+def test_package_json_lists_every_device_module():
+    gen = _gen()
     got = json.loads((ROOT / "package.json").read_text())
-    assert got == package_json(), "package.json is stale: run .venv/bin/python tools/gen_package_json.py"
+    assert got == gen.package_json(), "package.json is stale: run .venv/bin/python tools/gen_package_json.py"
     for dest, src in got["urls"]:
         assert (ROOT / src).is_file() and dest == "keypin/" + pathlib.Path(src).name
     assert ["umqtt.simple", "latest"] in got["deps"]
+    # every generated file is committed as generated: the per-arch packages, app.json and the
+    # compiled viper modules they point at (the same mpy-cross output keypin image ships)
+    for path, data in gen.outputs().items():
+        assert (ROOT / path).read_bytes() == data, f"{path} is stale: run .venv/bin/python tools/gen_package_json.py"
+
+
+MPY_ARCH = {"xtensawin": 0x2B, "rv32imc": 0x2F}
+
+
+def test_per_arch_packages_offer_the_viper_module():
+    for arch, flag in MPY_ARCH.items():
+        got = json.loads((ROOT / f"package-{arch}.json").read_text())
+        base = json.loads((ROOT / "package.json").read_text())
+        extra = [u for u in got["urls"] if u not in base["urls"]]
+        assert extra == [["keypin_spkiv.mpy", f"firmware/mip/{arch}/keypin_spkiv.mpy"]], extra
+        mod = (ROOT / extra[0][1]).read_bytes()
+        assert mod[:2] == b"M\x06" and mod[2] == flag, (arch, mod[:4])
+        assert got["deps"] == base["deps"]
+    app = json.loads((ROOT / "app.json").read_text())
+    assert app["urls"] == [["boot.py", "boot.py"], ["main.py", "main.py"]]
+
+
+def _mip_install(pkg, target):
+    # what mip does with a package file: each url's source copied to target/dest
+    for dest, src in json.loads((ROOT / pkg).read_text())["urls"]:
+        (target / dest).parent.mkdir(parents=True, exist_ok=True)
+        (target / dest).write_bytes((ROOT / src).read_bytes())
+
+
+def test_mip_app_and_arch_package_run_in_unix_port(tmp_path):
+    """package-xtensawin.json into /lib and app.json into / (mip --target /): main.py runs; the
+    xtensawin module is refused by the x64 Unix port and the reference takes over, while an x64 build
+    of the same module in its place is used (IMPL viper)."""
+    _mip_install("package-xtensawin.json", tmp_path / "lib")
+    _mip_install("app.json", tmp_path)
+    env = {"MICROPYPATH": f".frozen:{tmp_path / 'lib'}:{ROOT / 'build' / 'umqtt-pypi'}", "PATH": "/usr/bin:/bin"}
+    mp = str(ROOT / ".venv/bin/micropython")
+    p = subprocess.run([mp, "-c", "import keypin.spki as s; print(s.IMPL)"], check=False, capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.strip() == "python", p.stdout + p.stderr
+    p = subprocess.run([mp, "main.py"], check=False, capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=60)
+    assert "not started" in p.stdout and "Traceback" not in p.stderr, p.stdout + p.stderr
+    from keypin_cli.image import compile_viper
+    compile_viper(ROOT, tmp_path / "lib" / "keypin_spkiv.mpy", "x64")
+    p = subprocess.run([mp, "-c", "import keypin.spki as s; print(s.IMPL)"], check=False, capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.strip() == "viper", p.stdout + p.stderr
 
 
 def test_manifest_freezes_the_keypin_package():
@@ -32,13 +85,13 @@ def test_manifest_freezes_the_keypin_package():
 
 
 def test_mip_layout_imports_in_unix_port(tmp_path):
-    """Install the files where package.json puts them (as mip would) and import them there."""
+    """Install the files where package.json (into /lib) and app.json (into /) put them, as mip would,
+    and import them there; the root is on the path as on a board ('' there)."""
     got = json.loads((ROOT / "package.json").read_text())
     lib = tmp_path / "lib"
-    for dest, src in got["urls"]:
-        (lib / dest).parent.mkdir(parents=True, exist_ok=True)
-        (lib / dest).write_bytes((ROOT / src).read_bytes())
-    env = {"MICROPYPATH": f".frozen:{lib}", "PATH": "/usr/bin:/bin"}
+    _mip_install("package.json", lib)
+    _mip_install("app.json", tmp_path)
+    env = {"MICROPYPATH": f"{tmp_path}:.frozen:{lib}", "PATH": "/usr/bin:/bin"}
     mods = [f"keypin.{pathlib.Path(d).stem}" for d, _ in got["urls"] if not d.endswith("__init__.py")]
     p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-c",
                         "import keypin.spki as s\n" + "".join(f"import {m}\n" for m in mods)
