@@ -72,3 +72,28 @@ def test_did_you_mean():
     assert "did you mean 'certbot-hook'?" in r.stderr, r.stderr
     r = keypin("zzzzzz")
     assert r.returncode == 1 and "did you mean" not in r.stderr
+
+
+def test_bad_paths_and_values_never_print_a_traceback(tmp_path):
+    """issue 12.8: always keypin: <command>: <message>, exit 1 (keypin() asserts no traceback)."""
+    key = tmp_path / "k"
+    assert keypin("keygen", "--out", key, "--backups", "1").returncode == 0
+    missing = tmp_path / "no" / "such" / "dir"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [
+        (["csr", "--key", key / "primary.key", "-d", "api.example.test", "--out", missing / "api.csr"], "csr"),
+        (["signer", "keygen", "--out", missing / "signer.key"], "signer"),
+        (["keygen", "--out", blocker / "keys"], "keygen"),
+        (["pin", "--host", "127.0.0.1:1", "--timeout", "-1"], "pin"),
+        (["check", "--host", "127.0.0.1:1", "--pinset", tmp_path / "p.json", "--timeout", "-1"], "check"),
+        (["reports", "--host", "127.0.0.1", "--timeout", "-1"], "reports"),
+        (["pin", missing], "pin"),
+        (["certbot-hook", "--pinset", missing, "--cert", missing], "certbot-hook"),
+    ]
+    for argv, cmd in cases:
+        r = keypin(*argv)
+        assert r.returncode == 1, (argv, r.stdout, r.stderr)
+        assert r.stderr.startswith(f"keypin: {cmd}: "), (argv, r.stderr)
+        assert "Error:" not in r.stderr and "File \"" not in r.stderr, r.stderr  # a message, not a dump
+    assert not missing.exists()

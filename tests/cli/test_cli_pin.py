@@ -1,6 +1,10 @@
 """keypin pin: agrees with the openssl pipeline for every input kind; --host reads a live chain."""
+import pathlib
+import subprocess
+
 from cryptography.hazmat.primitives import serialization
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENC = serialization.Encoding
 PF = serialization.PrivateFormat
 PUB = serialization.PublicFormat
@@ -189,3 +193,61 @@ def test_chain_reader_fallbacks():
     assert tlsprobe._chain_from(Py310to312()) == ([b"leaf", b"inter"], True)
     assert tlsprobe._chain_from(Py313()) == ([b"leaf", b"inter"], True)
     assert tlsprobe._chain_from(Neither()) == ([b"leaf"], False)
+
+
+# ------------------------------------------- issue 12.8: every certificate the device pins
+
+
+def _odd_certificates():
+    """Certificates the device pins (its DER walk reaches the SPKI) that cryptography refuses or
+    cannot format: a UTF8String subject with invalid UTF-8, X.509 version 4, a 3-letter country."""
+    import datetime
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def build(subject):
+        k = ec.generate_private_key(ec.SECP256R1())
+        t = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        c = (cx509.CertificateBuilder().subject_name(subject)
+             .issuer_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "Odd CA")]))
+             .public_key(k.public_key()).serial_number(4242).not_valid_before(t)
+             .not_valid_after(t + datetime.timedelta(days=30)).sign(k, hashes.SHA256()))
+        return c.public_bytes(serialization.Encoding.DER)
+
+    base = build(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "QQQQ")]))
+    v4 = bytearray(base)
+    i = v4.index(b"\xa0\x03\x02\x01\x02")
+    v4[i + 4] = 3
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        country = build(cx509.Name([cx509.NameAttribute(NameOID.COUNTRY_NAME, "ZZZ", _validate=False)]))
+    return {"bad-utf8": base.replace(b"QQQQ", b"\xff\xfeQQ"), "version-4": bytes(v4), "country-ZZZ": country}
+
+
+def test_pin_pins_every_certificate_the_device_pins(tmp_path, upy):
+    import base64
+    KEYPIN = str(ROOT / ".venv/bin/keypin")
+    for name, der in _odd_certificates().items():
+        f = tmp_path / f"{name}.der"
+        f.write_bytes(der)
+        pem = tmp_path / f"{name}.pem"
+        b64 = base64.encodebytes(der).decode().replace("\n", "")
+        pem.write_text("-----BEGIN CERTIFICATE-----\n" + "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+                       + "\n-----END CERTIFICATE-----\n")
+        dev = upy(["-c", f"import keypin.spki as s\nprint(s.pin_of(open({str(f)!r}, 'rb').read()))"], cwd=tmp_path,
+                  path=str(ROOT / "lib"))
+        assert dev.returncode == 0, dev.stderr
+        want = dev.stdout.strip()
+        assert want.startswith("sha256/"), dev.stdout
+        for src in (f, pem):
+            r = subprocess.run([KEYPIN, "pin", str(src)], capture_output=True, text=True, check=False, timeout=60)
+            assert r.returncode == 0, (name, r.stderr)
+            assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr
+            pin, desc = r.stdout.strip().split(" ", 1)
+            assert pin == want, name
+            if name != "country-ZZZ":  # cryptography formats that one (C=ZZZ), only with a warning
+                assert desc == "(unparsable subject)", (name, r.stdout)

@@ -3,6 +3,7 @@ CommandError; errors print as ``keypin: <command>: <message>``."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess  # noqa: F401  (tests patch cli.subprocess.run)
 import sys
 
@@ -96,4 +97,14 @@ def run(argv) -> int:
         print(prefix + "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as e:  # a file or device problem no command caught closer: named, never a traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(prefix + f"{e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the last net: bad input must never end in a traceback
+        if os.environ.get("KEYPIN_DEBUG"):
+            raise
+        print(prefix + f"unexpected {type(e).__name__}: {e} (a keypin bug, please report it; KEYPIN_DEBUG=1 shows "
+              "the traceback)", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .der import DerError, cert_spki
-from .material import name_text
+from .material import subject_of_der
 from .pins import pin_of_spki
 from .tlsprobe import certificate_message_bytes
 
@@ -29,10 +29,7 @@ def describe_chain(certs: list[bytes]) -> list[ChainEntry]:
             pin = pin_of_spki(cert_spki(der))
         except DerError as e:
             pin = f"(malformed certificate: {e})"
-        try:
-            subject = name_text(x509.load_der_x509_certificate(der).subject)
-        except ValueError:
-            subject = "(unparsable certificate)"
+        subject = subject_of_der(der)
         out.append(ChainEntry(depth, pin, subject))
     return out
 

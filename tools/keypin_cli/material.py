@@ -1,8 +1,11 @@
 """Reading keys, certificates, chains and CSRs (PEM or DER) and computing their pins."""
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
+import warnings
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -56,9 +59,38 @@ def spki_of_key(pub) -> bytes:
     return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+UNPARSABLE = "(unparsable subject)"
+# what cryptography raises for a certificate it will not load or format (InvalidVersion is no ValueError)
+_CERT_ERRORS = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion)
+
+
 def name_text(name: x509.Name) -> str:
-    s = name.rfc4514_string()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Attribute's length must be >= 2 and <= 2" (country)
+            s = name.rfc4514_string()
+    except ValueError:
+        return UNPARSABLE
     return s if s else "(empty subject)"
+
+
+def subject_of_der(der: bytes) -> str:
+    """The subject of a certificate as text, or ``(unparsable subject)``: never raises."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return name_text(x509.load_der_x509_certificate(der).subject)
+    except _CERT_ERRORS:
+        return UNPARSABLE
+
+
+def raw_cert_item(der: bytes) -> Item | None:
+    """A certificate cryptography refuses, pinned the way the device does (its DER walk to the SPKI)."""
+    try:
+        spki = cert_spki(der)
+    except DerError:
+        return None
+    return Item(pin_of_spki(spki), UNPARSABLE, "cert", der=der)
 
 
 def passphrase_from(arg: str | None) -> bytes | None:
@@ -113,15 +145,31 @@ def _priv_item(key) -> Item:
                 "private key", private_key=key)
 
 
+def _pem_der(block: bytes) -> bytes:
+    body = b"".join(line for line in block.splitlines() if line and not line.startswith(b"-----"))
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def _pem_block(label: str, block: bytes, password: bytes | None, where: str) -> Item | None:
     try:
         if label in _CERT_LABELS:
-            return _cert_item(x509.load_pem_x509_certificate(block))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return _cert_item(x509.load_pem_x509_certificate(block))
+            except _CERT_ERRORS:
+                item = raw_cert_item(_pem_der(block))
+                if item is None:
+                    raise
+                return item
         if label in _CSR_LABELS:
             return _csr_item(x509.load_pem_x509_csr(block))
         if label in _PUB_LABELS:
             return _pub_item(serialization.load_pem_public_key(block))
-    except (ValueError, UnsupportedAlgorithm) as e:
+    except _CERT_ERRORS as e:
         raise CommandError(f"{where}: bad {label}: {e}") from None
     if label in _PRIV_LABELS:
         return _priv_item(_private(serialization.load_pem_private_key, block, password, where))
@@ -137,9 +185,14 @@ def _der(data: bytes, password: bytes | None, where: str) -> Item:
                      (x509.load_der_x509_csr, _csr_item),
                      (serialization.load_der_public_key, _pub_item)):
         try:
-            return make(fn(data))
-        except (ValueError, UnsupportedAlgorithm):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return make(fn(data))
+        except _CERT_ERRORS:
             pass
+    raw = raw_cert_item(data)  # a certificate only the device's DER walk reads
+    if raw is not None:
+        return raw
     try:
         key = serialization.load_der_private_key(data, password=password)
     except TypeError as e:

@@ -151,7 +151,10 @@ def cmd_csr(a) -> int:
         out = Path(a.out)
         if out.exists() and not a.force:
             raise CommandError(f"{out} exists (use --force to replace it)")
-        out.write_bytes(pem)
+        try:
+            out.write_bytes(pem)
+        except OSError as e:
+            raise CommandError(f"cannot write {out}: {e.strerror or e}") from None
         print(f"{pin} CSR for {', '.join(domains)} -> {out}")
     else:
         sys.stdout.write(pem.decode())
