@@ -262,11 +262,18 @@ def board_findings(port: str, facts: dict, pins_path: str) -> list[Finding]:
     cfg = facts["files"].get(board.device_path(board.DEVICE_CONFIG), (None, None))
     if cfg[0] is None:
         f.append(Finding(WARN, "config.json", "missing", f"keypin provision --port {port} --config ... --pins ..."))
-    f.append(_store_state(pins_path, facts["files"]))
-    half = facts["files"].get(pins_path + ".new", (None, None))[0]
-    if half is not None:
-        f.append(Finding(INFO, "pin store", f"{pins_path}.new present ({half} bytes): a write was cut; the device "
-                         "resolves it at boot"))
+    main = _store_state(pins_path, facts["files"])
+    f.append(main)
+    if facts["files"].get(pins_path + ".2", (None, None))[0] is not None:  # the second current copy (v2 store)
+        copy = _store_state(pins_path + ".2", facts["files"])
+        if copy.level == FAIL or main.level == FAIL:
+            copy.level = WARN if main.level != FAIL else copy.level
+            f.append(copy)
+    for tmp in (".new", ".2.new"):
+        half = facts["files"].get(pins_path + tmp, (None, None))[0]
+        if half is not None:
+            f.append(Finding(INFO, "pin store", f"{pins_path}{tmp} present ({half} bytes): a write was cut; the "
+                             "device resolves it at boot"))
     return f
 
 
@@ -283,7 +290,7 @@ def read_board(port: str) -> tuple[dict, str]:
         except (ValueError, CommandError, AttributeError, TypeError):
             pass
     pins = board.device_path(pins_rel)
-    out = board.run_mpremote(board.exec_command(port, board_snippet([cfg_path, pins, pins + ".old", pins + ".new"])),
+    out = board.run_mpremote(board.exec_command(port, board_snippet([cfg_path] + [pins + x for x in ("", ".2", ".old", ".new", ".2.new")])),
                              "reading the pin store", capture=True)
     return parse_board_output(out), pins
 
