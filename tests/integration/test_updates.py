@@ -269,3 +269,83 @@ def test_signer_rotation(image, tmp_path, servers, pki):
     good, out = run_cycle(d)
     assert good == 1 and "update: applied version 2 via https" in out, out
     assert read_document(d / "pins.json")["sets"]["fleet"]["backups"] == [[p["b0"]], [p["b2"]]]
+
+
+# ------------------------------------------------------- issue 18: a staged rolling key change
+
+
+def test_rolling_key_change_and_a_compromise_during_the_roll(tmp_path, pki):
+    """Nodes of one host name move from key OLD to key NEW: step 1 adds NEW to the keys in service
+    by a signed update, step 2 moves the nodes, step 3 retires OLD by a second update (keypin pinset
+    add-active / retire --force / sign). Devices connect to every node throughout: none refuses a
+    node that serves a key in service, none rotates, none trusts OLD after step 3. A compromise
+    during the roll (the nodes move to backup group 1) rotates and retires the whole group."""
+    ca = CA("Rolling")
+    keys = {n: new_key() for n in ("old", "new", "backup")}
+    pins = {n: pin(k) for n, k in keys.items()}
+    nodes = {}
+    try:
+        for n, k in keys.items():
+            d = tmp_path / f"node-{n}"
+            d.mkdir()
+            crt, key = ca.write_chain(d, n, k, HOST)
+            nodes[n] = Nginx(d, str(crt), str(key))
+        ports = {n: ng.port for n, ng in nodes.items()}
+        ops = tmp_path / "pins.json"
+        keyf = pki["keyfiles"]["s1"]
+
+        def kp(*argv):
+            r = subprocess.run([KEYPIN, *map(str, argv)], check=False, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            return r
+
+        kp("pinset", "new", "--file", ops, "--name", "api", "--host", HOST, "--active", pins["old"],
+           "--backup", pins["backup"], "--fleet", FLEET)
+        kp("pinset", "set-signer", "--file", ops, "--key", keyf)
+        device = tmp_path / "device-pins.json"
+        device.write_bytes(ops.read_bytes())  # provisioned
+        kp("pinset", "add-active", "--file", ops, "--set", "api", pins["new"])
+        kp("pinset", "sign", "--file", ops, "--key", keyf, "--version", "1", "--out", tmp_path / "u1.txt")
+        kp("pinset", "retire", "--file", ops, "--set", "api", "--force", pins["old"])
+        kp("pinset", "sign", "--file", ops, "--key", keyf, "--version", "2", "--out", tmp_path / "u2.txt")
+
+        def run(store, steps):
+            f = tmp_path / "steps.json"
+            f.write_text(json.dumps(steps))
+            p = subprocess.run([str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_rolling.py"), str(store),
+                                str(f)], check=False, capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, p.stdout + p.stderr
+            return json.loads(p.stdout.strip().splitlines()[-1])
+
+        o, n, b = ports["old"], ports["new"], ports["backup"]
+        got = run(device, [["get", o], ["get", n],                          # before step 1: NEW is unknown
+                           ["offer", str(tmp_path / "u1.txt")],              # step 1
+                           ["get", o], ["get", n], ["get", o], ["get", n],  # step 2: nodes on either key
+                           ["offer", str(tmp_path / "u2.txt")],              # step 3
+                           ["get", n], ["get", o]])
+        seen = [x[:4] for x in got]
+        assert seen == [["get", o, 200, "active"], ["get", n, "refused", "unknown key"],
+                        ["offer", "applied", "applied", got[2][3]],
+                        ["get", o, 200, "active"], ["get", n, 200, "active"], ["get", o, 200, "active"],
+                        ["get", n, 200, "active"],
+                        ["offer", "applied", "applied", got[7][3]],
+                        ["get", n, 200, "active"], ["get", o, "refused", "retired key"]], got
+        assert got[3][-1]["active"] == [pins["old"], pins["new"]] and got[3][-1]["retired"] == []
+        assert got[-1][-1] == {"active": [pins["new"]], "backups": [[pins["backup"]]], "retired": [pins["old"]]}
+        # a compromise during the roll: the nodes move to backup group 1
+        device2 = tmp_path / "device2-pins.json"
+        ops.write_bytes(b"")
+        ops.unlink()
+        kp("pinset", "new", "--file", ops, "--name", "api", "--host", HOST, "--active", pins["old"],
+           "--backup", pins["backup"], "--fleet", FLEET)
+        kp("pinset", "set-signer", "--file", ops, "--key", keyf)
+        device2.write_bytes(ops.read_bytes())
+        got = run(device2, [["offer", str(tmp_path / "u1.txt")], ["get", n], ["get", b], ["get", o], ["get", n],
+                            ["get", b]])
+        assert [x[:4] for x in got[1:]] == [["get", n, 200, "active"], ["get", b, 200, "rotated"],
+                                            ["get", o, "refused", "retired key"], ["get", n, "refused", "retired key"],
+                                            ["get", b, 200, "active"]], got
+        assert got[-1][-1] == {"active": [pins["backup"]], "backups": [], "retired": [pins["old"], pins["new"]]}
+    finally:
+        for ng in nodes.values():
+            ng.stop()
