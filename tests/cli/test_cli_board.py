@@ -379,3 +379,25 @@ def test_doctor_findings_for_old_firmware():
     assert got[("warn", "free heap")].text.startswith("29 KiB free")
     assert ("warn", "free flash") in got and ("warn", "keypin on the board") in got
     assert ("FAIL", "pin store") in got
+
+
+def test_status_json_on_the_fake_board(kp, pki, tmp_path, fake_board):
+    fake_board.path = ".frozen:lib"
+    img = tmp_path / "img"
+    assert kp("image", "--out", img, "--arch", "x64").rc == 0
+    assert kp("deploy", "--port", "/dev/fake", "--image", img).rc == 0
+    pins, cfg = tmp_path / "pins.json", tmp_path / "config.json"
+    _pins(kp, pki, pins)
+    cfg.write_text(json.dumps({"device_id": "d1"}))
+    assert kp("provision", "--port", "/dev/fake", "--config", cfg, "--pins", pins).rc == 0
+    r = kp("status", "--port", "/dev/fake", "--json")
+    assert r.rc == 0, r
+    j = json.loads(r.out)
+    assert (j["command"], j["schema"], j["port"]) == ("status", 1, "/dev/fake")
+    assert j["micropython"]["version"] == "1.29.0" and j["micropython"]["mpy_abi"] == "6.3"
+    assert j["tls"]["verify_callback"] is True and j["keypin"]["version"] == "0.1.0" and j["config"] is True
+    st = j["store"]
+    assert (st["path"], st["state"], st["seq"]) == ("/pins.json", "ok", 1)
+    assert set(st["sets"]) == {"api"} and st["sets"]["api"]["hosts"] == ["api.example.test"]
+    (fake_board.root / "pins.json").write_bytes(b"torn")
+    assert json.loads(kp("status", "--port", "/dev/fake", "--json").out)["store"]["state"] == "corrupt"

@@ -36,7 +36,7 @@ COMMANDS = [
     ("provision", boards.cmd_provision, "copy config.json and pins.json to a board and verify (needs a board)",
      "example:\n  keypin provision --port /dev/ttyUSB0 --config config.json --pins pins.json", boards.args_provision),
     ("status", boards.cmd_status, "show the board's keypin state: keypin.setup.show() (needs a board)",
-     "example:\n  keypin status --port /dev/ttyUSB0", boards.port_arg),
+     "example:\n  keypin status --port /dev/ttyUSB0", boards.args_status),
     ("flash", boards.cmd_flash, "erase and flash MicroPython firmware with esptool (needs a board)",
      "example:\n  keypin flash --port /dev/ttyUSB0 --firmware ESP32_GENERIC-20250415-v1.25.0.bin", boards.args_flash),
     ("devs", doctor.cmd_devs, "list serial ports (esptool's discovery) and the one --port auto picks",

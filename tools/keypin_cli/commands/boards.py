@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import board, flash, image, pindoc
 from ..errors import CommandError
-from ..util import note, read_input
+from ..util import add_json_arg, note, read_input
 from .common import address
 
 # --------------------------------------------------------------------------------------- image
@@ -93,6 +93,10 @@ def cmd_provision(a) -> int:
 
 def cmd_status(a) -> int:
     board.check_port(a.port)
+    if a.json:  # the board's facts and pin store as one JSON object (mpremote exec, like doctor)
+        from .doctor import emit_status
+        emit_status(a.port)
+        return 0
     argv = board.exec_command(a.port, board.STATUS_CODE)
     r = subprocess.run(argv, check=False)
     if r.returncode != 0:
@@ -124,6 +128,11 @@ def args_image(p):
 
 
 def port_arg(p):
+def args_status(p):
+    port_arg(p)
+    add_json_arg(p)
+
+
     p.add_argument("--port", default="auto", type=board.resolve_port, metavar="PORT",
                    help="serial port of the board, e.g. /dev/ttyUSB0; auto (default): the first USB serial port, "
                         "as mpremote picks it (keypin devs lists them)")

@@ -358,3 +358,46 @@ def cmd_devs(a) -> int:
 def args_devs(p):
     add_json_arg(p)
 
+
+
+# ------------------------------------------------------------------------ status --json
+
+
+def _doc_state(files: dict, path: str) -> tuple[str, dict | None]:
+    size, text = files.get(path, (None, None))
+    if size is None:
+        return "missing", None
+    lines = text.split("\n")
+    if len(lines) < 2 or "sha256:" + hashlib.sha256(lines[0].encode()).hexdigest() != lines[1]:
+        return "corrupt", None
+    try:
+        doc = json.loads(lines[0])
+    except ValueError:
+        return "corrupt", None
+    return ("ok", doc) if isinstance(doc, dict) else ("corrupt", None)
+
+
+def status_json(port: str, facts: dict, pins: str) -> dict:
+    """``keypin status --json`` (docs/cli.md): what the board runs and what its pin store holds."""
+    impl = facts.get("impl") or [None, [], "", "", 0]
+    tls = facts.get("tls") or [None, None, ""]
+    kp = facts.get("keypin")
+    state, doc = _doc_state(facts["files"], pins)
+    copies = {suffix: _doc_state(facts["files"], pins + suffix)[0] for suffix in (".2", ".old", ".new", ".2.new")}
+    return {"port": port,
+            "micropython": {"name": impl[0], "version": ".".join(map(str, impl[1])), "machine": impl[2],
+                            "platform": impl[3], "mpy_abi": f"{impl[4] & 0xFF}.{(impl[4] >> 8) & 3}" if impl[4] else None},
+            "tls": {"verify_callback": tls[0], "getpeercert": tls[1], "mbedtls": tls[2]},
+            "heap_free": (facts.get("heap") or [None])[0], "flash_free": (facts.get("flash") or [None])[0],
+            "keypin": {"version": kp[0], "spki": kp[1]} if kp else None,
+            "config": facts["files"].get(board.device_path(board.DEVICE_CONFIG), (None,))[0] is not None,
+            "store": {"path": pins, "state": state, "seq": doc.get("seq") if doc else None,
+                      "format": doc.get("format") if doc else None, "sets": doc.get("sets") if doc else None,
+                      "copies": {k: v for k, v in copies.items() if v != "missing"}}}
+
+
+def emit_status(port: str) -> None:
+    facts, pins = read_board(port)
+    if not facts.get("impl"):
+        raise CommandError(f"no answer from MicroPython on {port}")
+    emit_json("status", status_json(port, facts, pins))
