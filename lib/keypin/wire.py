@@ -1,0 +1,146 @@
+# Wire formats shared by the blocking and the asyncio clients, without any I/O: HTTP/1.1
+# response heads and chunk sizes, MQTT 3.1.1 remaining lengths. Strict on purpose: a broken
+# or hostile server gets an error, never a guess (issue 12, points 5 and 7).
+from micropython import const
+
+from keypin import KeypinError
+
+MAXLINE = const(1024)  # one status, header or chunk-size line
+MAXHDRS = const(32)
+MAXREM = const(268435455)  # the largest MQTT remaining length (4 bytes)
+_HEX = b"0123456789abcdefABCDEF"
+
+
+class HTTPError(KeypinError):
+    pass
+
+
+class MQTTError(KeypinError):
+    pass
+
+
+def status(ln):
+    # b"HTTP/1.1 200 OK\r\n" -> (200, "OK")
+    p = ln.split(None, 2)
+    if len(p) < 2 or p[0] not in (b"HTTP/1.1", b"HTTP/1.0") or len(p[1]) != 3 or not p[1].isdigit():
+        raise HTTPError("not an HTTP/1.x status line: %r" % ln[:60])
+    try:
+        why = p[2].strip().decode() if len(p) > 2 else ""
+    except UnicodeError:
+        why = ""
+    return int(p[1]), why
+
+
+def header(ln, h):
+    # one header line into h (lower-case name -> value); False at the empty line ending the head
+    if ln in (b"\r\n", b"\n"):
+        return False
+    if len(h) >= MAXHDRS:
+        raise HTTPError("more than %d headers" % MAXHDRS)
+    i = ln.find(b":")
+    k = ln[:i]
+    if i <= 0 or b" " in k or b"\t" in k:  # also a folded continuation line (obs-fold)
+        raise HTTPError("malformed header line %r" % ln[:40])
+    try:
+        k = k.decode().lower()
+        v = ln[i + 1:].strip().decode()
+    except UnicodeError:
+        raise HTTPError("header %r is not text" % ln[:40])
+    o = h.get(k)
+    if o is not None and o != v:
+        if k in ("content-length", "transfer-encoding"):
+            raise HTTPError("conflicting %s headers" % k)
+        v = o + ", " + v
+    h[k] = v
+    return True
+
+
+def framing(h, code=200, method="GET"):
+    # -> (chunked, length); length -1: the body ends when the connection closes (not proven)
+    if method == "HEAD" or code in (204, 304) or code < 200:
+        return False, 0
+    te = h.get("transfer-encoding")
+    cl = h.get("content-length")
+    if te is not None:
+        if cl is not None:  # a request-smuggling shape: refuse rather than pick one
+            raise HTTPError("both Transfer-Encoding and Content-Length")
+        if te.strip().lower() != "chunked":
+            raise HTTPError("unsupported Transfer-Encoding %r" % te[:40])
+        return True, -1
+    if cl is not None:
+        if not cl or len(cl) > 10 or not cl.isdigit():
+            raise HTTPError("bad Content-Length %r" % cl[:20])
+        return False, int(cl)
+    return False, -1
+
+
+def chunk_size(ln):
+    # b"1a2;ext\r\n" -> 418: hex digits only (no sign, no 0x, no spaces inside), at most 8
+    s = ln.split(b";", 1)[0].strip()
+    if not s or len(s) > 8:
+        raise HTTPError("bad chunk size %r" % s[:20])
+    for c in s:
+        if c not in _HEX:
+            raise HTTPError("bad chunk size %r" % s[:20])
+    return int(s, 16)
+
+
+def remlen(n, i, b):
+    # one byte b (index i) of an MQTT remaining length added to n -> (n, more bytes follow)
+    if i > 3:
+        raise MQTTError("malformed remaining length")
+    return n | (b & 0x7F) << (7 * i), b & 0x80
+
+
+def enclen(n):
+    # an MQTT remaining length as bytes
+    if n > MAXREM:
+        raise MQTTError("packet too large")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return out
+
+
+def publish_sizes(flags, n, tlen, max_topic, max_msg):
+    # an incoming PUBLISH of remaining length n whose topic is tlen bytes ->
+    # payload size; MQTTError if the packet cannot be right; -1 if it is larger than allowed
+    # (the caller skips it without allocating)
+    p = n - 2 - tlen - (2 if flags & 6 else 0)
+    if (flags & 6) == 6 or p < 0:
+        raise MQTTError("malformed PUBLISH")
+    if tlen > max_topic or p > max_msg:
+        return -1
+    return p
+
+
+def split(url):
+    # "https://host[:port]/path" -> (host, port, path); only https is pinned
+    if not url.startswith("https://"):
+        raise HTTPError("only https:// URLs are pinned: %r" % url)
+    rest = url[8:]
+    i = rest.find("/")
+    hp, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+    port = 443
+    if ":" in hp:
+        hp, p = hp.rsplit(":", 1)
+        if not p.isdigit() or not 0 < int(p) < 65536:
+            raise HTTPError("bad port in %r" % url)
+        port = int(p)
+    if not hp:
+        raise HTTPError("no host in %r" % url)
+    return hp.lower(), port, path
+
+
+def follow(url, loc, store):
+    # the URL a redirect leads to, only to a host that a pin set covers
+    if loc.startswith("/"):
+        host, port, _ = split(url)
+        return "https://%s:%d%s" % (host, port, loc)
+    host = split(loc)[0]
+    if store.find(host) is None:
+        raise HTTPError("redirect to %s refused: no pin set covers that host" % host)
+    return loc
