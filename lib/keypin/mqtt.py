@@ -2,12 +2,24 @@
 #  - micropython-lib >= 1.4: MQTTClient(..., ssl=obj) calls obj.wrap_socket(sock, server_hostname=...)
 #  - PyPI micropython-umqtt.simple 1.3.4: ssl=True, ssl_params, `import ussl` inside connect()
 # Both end in keypin.tls.wrap, so the key is checked before CONNECT (and the password)
-# is written. A pending rotation is confirmed after a successful CONNACK.
+# is written. A pending rotation is confirmed only after keypin itself saw a CONNACK with
+# return code 0 (issue 12.11): a refused login or garbage does not rotate.
+# Incoming PUBLISH packets are read by keypin, not umqtt (issue 12.7): the sizes are checked
+# against per-topic limits before anything is allocated for the message; a larger one is
+# drained in small pieces and dropped (`dropped`); a callback that raises (non-UTF-8, bad
+# JSON) is counted (`malformed`); neither stops the client.
 import sys
 import time
 from random import getrandbits as _rnd
 
+from micropython import const
+
 from keypin import tls as _tls
+from keypin import wire
+
+_MAXTOPIC = const(256)
+_MAXMSG = const(4096)  # default limit of a message on a topic without its own
+_PIECE = const(256)
 
 
 class PinnedSSL:
@@ -22,7 +34,41 @@ class PinnedSSL:
     def wrap_socket(self, sock, server_hostname=None, **kw):
         # server_hostname from umqtt may be an address; the pinned name is self.host
         self.last = _tls.wrap(sock, self.host, self.port, store=self.store, cadata=self.cadata)
-        return self.last
+        return _Connack(self.last)
+
+
+class _Connack:
+    # the pinned stream while umqtt runs CONNECT: keeps the first 4 bytes read (the CONNACK),
+    # so that keypin checks it itself (umqtt only asserts, and -O removes asserts)
+    def __init__(self, s):
+        self.s = s
+        self.got = b""
+
+    def read(self, n=-1):
+        d = self.s.read(n)
+        if d and len(self.got) < 4:
+            self.got += d[:4 - len(self.got)]
+        return d
+
+    def write(self, buf, n=None):
+        return self.s.write(buf, n)
+
+    def setblocking(self, flag):
+        return self.s.setblocking(flag)
+
+    def close(self):
+        self.s.close()
+
+    def accepted(self):
+        g = self.got
+        return len(g) == 4 and g[0] == 0x20 and g[1] == 2 and g[2] < 2 and g[3] == 0
+
+
+def _name(topic):
+    try:
+        return topic.decode()
+    except (UnicodeError, AttributeError):
+        return repr(topic)
 
 
 def _umqtt():
@@ -53,6 +99,14 @@ class Client:
         self.verdict = None
         self.failures = 0
         self.subs = []
+        self.limits: dict = {}  # topic (bytes) -> the largest message accepted on it
+        self.max_msg = _MAXMSG
+        self.dropped = 0  # messages larger than their limit, drained unread
+        self.malformed = 0  # messages the callback could not use (it raised)
+        self._buf = bytearray(_PIECE)
+        self._cb = None
+        self.c.cb = self._deliver
+        self.c.wait_msg = self._wait_msg  # umqtt's subscribe()/publish(qos=1) call it too
 
     def connect(self, clean_session=True):
         old = sys.modules.get("ussl")
@@ -72,8 +126,16 @@ class Client:
                     del sys.modules["ussl"]
                 else:
                     sys.modules["ussl"] = old
-        s = self.ssl.last
-        self.verdict = s.confirm() if s is not None else None
+        w = self.c.sock
+        if isinstance(w, _Connack):
+            self.c.sock = w.s
+            if not w.accepted():
+                self.close()
+                raise wire.MQTTError("no CONNACK with return code 0 from %s:%d: %r" % (self.host, self.port, w.got))
+            # a genuine CONNACK accepting this client: only now may a pending rotation commit
+            self.verdict = w.s.confirm()
+        else:
+            self.verdict = None
         self.connected = True
         self.failures = 0
         for t in self.subs:
@@ -98,13 +160,97 @@ class Client:
         raise last
 
     def set_callback(self, cb):
-        self.c.set_callback(cb)
+        self._cb = cb
 
-    def subscribe(self, topic):
+    def subscribe(self, topic, max_msg=None):
+        # max_msg: the largest message accepted on this topic (default self.max_msg)
+        if isinstance(topic, str):
+            topic = topic.encode()
+        if max_msg is not None:
+            self.limits[topic] = max_msg
         if topic not in self.subs:
             self.subs.append(topic)
         if self.connected:
             self.c.subscribe(topic)
+
+    def _deliver(self, topic, msg):
+        cb = self._cb
+        if cb is None:
+            return
+        try:
+            cb(topic, msg)
+        except Exception as e:  # a message the application cannot use must not stop the client
+            self.malformed += 1
+            self.log("mqtt: message on %s ignored (%s: %s)" % (_name(topic), type(e).__name__, e))
+
+    def _read(self, n):
+        d = self.c.sock.read(n)
+        if d is None or len(d) != n:
+            raise OSError(-1, "mqtt: connection closed inside a packet")
+        return d
+
+    def _skip(self, n):
+        # drain n bytes in small pieces into one reused buffer
+        s, b = self.c.sock, self._buf
+        mv = memoryview(b)
+        while n > 0:
+            k = s.readinto(mv[:min(n, len(b))])
+            if not k:
+                raise OSError(-1, "mqtt: connection closed inside a packet")
+            n -= k
+
+    def _wait_msg(self):
+        # umqtt's wait_msg with the sizes checked first; the same contract: None, or the
+        # first byte of a packet other than PUBLISH (its caller reads the rest)
+        s = self.c.sock
+        res = s.read(1)
+        s.setblocking(True)
+        if res is None:
+            return None
+        if res == b"":
+            raise OSError(-1)
+        op = res[0]
+        if op == 0xD0:  # PINGRESP
+            if self._read(1) != b"\0":
+                raise wire.MQTTError("malformed PINGRESP")
+            return None
+        if op & 0xF0 != 0x30:
+            return op
+        n = i = 0
+        while True:
+            n, more = wire.remlen(n, i, self._read(1)[0])
+            i += 1
+            if not more:
+                break
+        if n < 2:
+            raise wire.MQTTError("malformed PUBLISH")
+        t = self._read(2)
+        tlen = t[0] << 8 | t[1]
+        if wire.publish_sizes(op, n, tlen, _MAXTOPIC, 1 << 28) < 0:  # topic too long: drop it all
+            self._skip(n - 2)
+            return self._drop(b"?", n, op, None)
+        topic = self._read(tlen)
+        pid = None
+        if op & 6:
+            pid = self._read(2)
+        p = wire.publish_sizes(op, n, tlen, _MAXTOPIC, self.limits.get(topic, self.max_msg))
+        if p < 0:
+            self._skip(n - 2 - tlen - (2 if pid else 0))
+            return self._drop(topic, n, op, pid)
+        msg = self._read(p) if p else b""
+        self._deliver(topic, msg)
+        self._ack(op, pid)
+        return None
+
+    def _drop(self, topic, n, op, pid):
+        self.dropped += 1
+        self.log("mqtt: %d-byte message on %s dropped (limit %d)" % (
+            n, _name(topic), self.limits.get(topic, self.max_msg)))
+        self._ack(op, pid)
+
+    def _ack(self, op, pid):
+        if op & 6 == 2 and pid:  # QoS 1: PUBACK
+            self.c.sock.write(b"\x40\x02" + pid)
 
     def publish(self, topic, msg, retain=False, qos=0, tries=3):
         # on a broken connection: reconnect (with backoff) and publish once more
@@ -119,10 +265,11 @@ class Client:
             self.c.publish(topic, msg, retain, qos)
 
     def check_msg(self):
-        return self.c.check_msg()
+        self.c.sock.setblocking(False)
+        return self._wait_msg()
 
     def wait_msg(self):
-        return self.c.wait_msg()
+        return self._wait_msg()
 
     def disconnect(self):
         if self.connected:

@@ -2,6 +2,8 @@
 #   dev_mqtt.py STORE PORT GEN SCENARIO [FLAGFILE]
 # GEN: legacy (PyPI umqtt.simple 1.3.4) | current (stand-in for micropython-lib >= 1.4)
 # SCENARIO: publish | restart (publish, wait for FLAGFILE, publish again after the broker restart)
+#   | badpass (log in with a wrong password) | hostile (subscribe where hostile retained messages
+#   sit, keep polling, then publish "alive": the client must survive them)
 import json
 import os
 import sys
@@ -18,12 +20,32 @@ if gen == "current":
     from umqtt_current import MQTTClient as cls
 out = {"log": []}
 try:
-    c = mqtt.Client(b"kp-dev-" + gen.encode(), "device.example.test", port, user=b"dev", password=b"secret",
+    pw = b"wrong" if sc == "badpass" else b"secret"
+    c = mqtt.Client(b"kp-dev-" + gen.encode(), "device.example.test", port, user=b"dev", password=pw,
                     addr="127.0.0.1", mqtt_class=cls, log=lambda m: out["log"].append(m))
     out["legacy"] = c.legacy
+    got = []
+    if sc == "hostile":
+        def on_msg(topic, msg):
+            # what an application does with them: text commands, JSON documents
+            if topic.endswith(b"/pins"):
+                json.loads(msg)
+            got.append((topic.decode(), msg.decode()))
+        c.set_callback(on_msg)
+        for topic, limit in ((b"keypin/test/hostile/cmd", 256), (b"keypin/test/hostile/pins", 8192)):
+            try:
+                c.subscribe(topic, max_msg=limit)
+            except TypeError:  # a keypin without per-topic limits (to see these tests fail on it)
+                c.subscribe(topic)
     c.ensure(tries=1)
     out["verdict"] = c.verdict
-    c.publish(b"keypin/test/" + gen.encode(), b"hello 1")
+    if sc == "hostile":
+        t = time.time()
+        while time.time() - t < 20 and getattr(c, "dropped", 0) + getattr(c, "malformed", 0) + len(got) < 3:
+            c.check_msg()
+            time.sleep(0.02)
+        out["dropped"], out["malformed"], out["got"] = getattr(c, "dropped", None), getattr(c, "malformed", None), got
+    c.publish(b"keypin/test/" + gen.encode(), b"alive" if sc == "hostile" else b"hello 1")
     if sc == "restart":
         flag = sys.argv[5]
         t = time.time()
