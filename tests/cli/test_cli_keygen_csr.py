@@ -102,3 +102,19 @@ def test_csr_bad_inputs(kp, pki, tmp_path):
     assert r.rc == 1 and r.err.startswith("keypin: csr: bad host 'bad host!'")
     r = kp("csr", "--key", kf)
     assert r.rc == 1 and r.err.startswith("keypin: csr: the following arguments are required: -d/--domain")
+
+
+def test_gitignore_covers_what_the_readme_makes_in_the_checkout():
+    """issue 17.6: keypin keygen --out keys, pins.json, key files are never committed by accident."""
+    import pathlib
+    import shutil
+    import subprocess
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not shutil.which("git"):
+        raise AssertionError("git not found: apt-get install git")
+    made = ["keys/primary.key", "keys/backup1.pub", "pins.json", "pins.json.old", "signer.key", "update.txt"]
+    r = subprocess.run(["git", "check-ignore", *made], cwd=root, capture_output=True, text=True, check=False)
+    assert sorted(r.stdout.split()) == sorted(made), r.stdout + r.stderr
+    kept = ["lib/keypin/store.py", "docs/cli.md", "tests/cli/test_cli_pin.py"]
+    r = subprocess.run(["git", "check-ignore", *kept], cwd=root, capture_output=True, text=True, check=False)
+    assert r.stdout == "" and r.returncode == 1, r.stdout
