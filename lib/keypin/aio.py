@@ -78,10 +78,10 @@ class Stream:
 
     async def _fill(self):
         # the buffer is empty: refill it; False at the end of the stream
-        s = self.s
-        if s is None:
-            raise OSError(9, "stream closed")
         while True:
+            s = self.s
+            if s is None:
+                raise OSError(9, "stream closed")
             n = s.readinto(self._b)
             if n is not None:
                 break
@@ -148,12 +148,12 @@ class Stream:
         self._out += buf
 
     async def drain(self):
-        s = self.s
-        if s is None:
-            raise OSError(9, "stream closed")
         mv = memoryview(self._out)
         off = 0
         while off < len(mv):
+            s = self.s
+            if s is None:
+                raise OSError(9, "stream closed")
             n = s.write(mv[off:])
             if n is None:
                 await _wait(s, 1)
