@@ -72,17 +72,24 @@ build: deps
 	@$(VENV)/bin/keypin image --out $(IMAGE_ABS) --arch $(BARCH) --force $(if $(CONFIG),--config $(CONFIG_ABS)) $(if $(PINS),--pins $(PINS_ABS))
 
 # Copies the image: the one built with these PINS=/CONFIG= (rebuilt when given), else the image
-# already built (built first if there is none). PORT is checked before anything is built.
+# already built (built first if there is none). PORT is checked before anything is built;
+# PORT=auto takes the board `keypin devs` finds (esptool's discovery), and says which.
 deploy:
-	@test -n "$(PORT)" || { echo "deploy: give PORT=/dev/ttyUSB0 (the board's serial port)" >&2; exit 1; }
-	@if [ -n "$(PINS)$(CONFIG)" ] || [ ! -f "$(IMAGE_ABS)/MANIFEST" ]; then \
+	@test -n "$(PORT)" || { echo "deploy: give PORT=/dev/ttyUSB0 (the board's serial port), or PORT=auto" >&2; exit 1; }; \
+	port="$(PORT)"; \
+	if [ "$$port" = auto ]; then \
+	  port=$$($(VENV)/bin/keypin devs --json | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["auto"] or "")') || exit 1; \
+	  [ -n "$$port" ] || { echo "deploy: PORT=auto: no board found (keypin devs lists the serial ports): plug it in, or give PORT=/dev/ttyUSB0" >&2; exit 1; }; \
+	  echo "deploy: PORT=auto -> $$port"; \
+	fi; \
+	if [ -n "$(PINS)$(CONFIG)" ] || [ ! -f "$(IMAGE_ABS)/MANIFEST" ]; then \
 	  $(MAKE) --no-print-directory -f $(ROOT)/Makefile build ARCH=$(BARCH) IMAGE=$(IMAGE_ABS) \
 	    $(if $(PINS),PINS=$(PINS_ABS)) $(if $(CONFIG),CONFIG=$(CONFIG_ABS)) || exit 1; \
-	  else echo "deploy: $(IMAGE_ABS) as built (give PINS=/CONFIG= to rebuild it with them)"; fi
-	@$(VENV)/bin/keypin deploy --port $(PORT) --image $(IMAGE_ABS)
+	else echo "deploy: $(IMAGE_ABS) as built (give PINS=/CONFIG= to rebuild it with them)"; fi; \
+	$(VENV)/bin/keypin deploy --port "$$port" --image $(IMAGE_ABS)
 
 flash: deps
-	@test -n "$(PORT)" -a -n "$(FIRMWARE)" || { echo "flash: give PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-....bin" >&2; exit 1; }
+	@test -n "$(PORT)" -a -n "$(FIRMWARE)" || { echo "flash: give PORT=/dev/ttyUSB0 (or PORT=auto) FIRMWARE=ESP32_GENERIC-....bin" >&2; exit 1; }
 	@$(VENV)/bin/keypin flash --port $(PORT) --firmware $(call fromcaller,$(FIRMWARE))
 
 # 2,000 HTTPS + MQTTS cycles in one device process, servers restarted every 200 cycles.

@@ -190,6 +190,10 @@ def test_make_deploy_checks_port_first_and_deploys_what_was_built(kp, tmp_path, 
     p = _make(mk + ["deploy", f"PORT={port}", "IMAGE=img"], tmp_path)
     assert "as built" in p.stdout, p.stdout + p.stderr
     assert (tmp_path / "img" / "MANIFEST").read_text() == before and (tmp_path / "img" / "pins.json").is_file()
+    # PORT=auto with no board attached (this machine has no USB serial board): said before any build
+    p = _make(mk + ["deploy", "PORT=auto", "IMAGE=img2", "PINS=pins.json"], tmp_path)
+    assert p.returncode != 0 and "deploy: PORT=auto: no board found" in p.stderr, p.stdout + p.stderr
+    assert not (tmp_path / "img2").exists()
 
 
 def test_make_works_from_another_directory(tmp_path):
