@@ -78,7 +78,7 @@ def check_report(r, pki, port):
     p = pki["pins"]
     assert r["host"] == HOST and r["port"] == port and r["set"] == "fleet" and r["reason"] == "unknown key"
     assert [0, p["mitm"]] in r["chain"]  # the presented chain's pins, leaf included
-    assert r["pins"] == {"active": p["active"], "backups": [p["b0"]]}  # the configured pins
+    assert r["pins"] == {"active": [p["active"]], "backups": [[p["b0"]]]}  # the configured pins (document v2)
     assert r["fw"].startswith("micropython ") and "keypin " in r["fw"]
     assert isinstance(r["t"], int) and r["t"] > 1700000000  # the Unix port's clock is set
 
