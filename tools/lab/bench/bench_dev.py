@@ -133,7 +133,7 @@ def writes(store, port):
     # a rotation: the store moves to backup 0 (as confirm() does)
     count["w"] = 0
     s = st.get(st.names()[0])
-    st.rotate(st.names()[0], 0, s["backups"][0])
+    st.rotate(st.names()[0], 0, s["backups"][0][0])  # v2: backup group 0, its first pin
     print(json.dumps({"writes_per_connect": per_connect, "writes_per_rotation": count["w"]}))
     builtins.open = _open
 
