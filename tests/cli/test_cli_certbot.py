@@ -186,3 +186,19 @@ def test_bad_input_never_prints_a_traceback(kp, pki, tmp_path):
     junk.write_bytes(b"hello\n")
     r = kp("certbot-hook", "--pinset", f, "--cert", junk)
     assert r.rc == 1 and r.err.startswith("keypin: certbot-hook: "), r
+
+
+
+def test_a_certificate_cryptography_cannot_parse_is_named(kp, pki, tmp_path):
+    key, backup = pki.key("ec"), pki.key("ec")
+    f = _setup(kp, pki, tmp_path, key, backup)
+    d = _lineage(pki, tmp_path, key)
+    import base64
+    pem = (d / "cert.pem").read_bytes()
+    der = bytearray(base64.b64decode(b"".join(pem.splitlines()[1:-1])))
+    i = der.index(b"\xa0\x03\x02\x01\x02")
+    der[i + 4] = 3  # X.509 version 4: the device still pins it, cryptography refuses it
+    b64 = base64.encodebytes(bytes(der))
+    (d / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b64 + b"-----END CERTIFICATE-----\n")
+    r = kp("certbot-hook", "--pinset", f, "--cert", d / "cert.pem")
+    assert r.rc == 1 and "a certificate Python's cryptography cannot parse (its key pin is " + pki.pin(key) in r.err, r

@@ -105,7 +105,9 @@ def cmd_certbot_hook(a) -> int:
     items = material.load_items(read_input(str(path)), str(path))
     leaf = items[0]
     if leaf.cert is None:
-        raise CommandError(f"{path}: the first PEM block is not a certificate")
+        what = ("a certificate Python's cryptography cannot parse (its key pin is " + leaf.pin + "; the hook "
+                "needs its names)") if leaf.kind == "cert" else "not a certificate"
+        raise CommandError(f"{path}: the first PEM block is {what}")
     doc = pindoc.load(a.pinset)
     names = hook.cert_names(leaf.cert)
     if a.set:
