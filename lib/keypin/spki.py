@@ -5,42 +5,10 @@
 #   "viper"  keypin_spkiv, viper machine code from mpy-cross (xtensawin, rv32imc, x64),
 #   "python" keypin.spkiref, the pure-Python reference (any port, also bytecode-only ones).
 # IMPL says which. sha256_into(der, out32) is the verify-callback path (allocation-free in the
-# native and viper modules).
-from micropython import const
-
+# native and viper modules). The error codes, their texts and the python_* reference functions
+# live in keypin.spkiref, loaded only on the python path, on an error, or by tests: a device
+# with a native module keeps just this module resident.
 from keypin import CertError
-from keypin.pins import format_pin
-
-ERR_EMPTY = const(-1)
-ERR_TRUNC = const(-2)
-ERR_TAG = const(-3)
-ERR_INDEF = const(-4)
-ERR_LENLEN = const(-5)
-ERR_NONMIN = const(-6)
-ERR_TRAILING = const(-7)
-_MSG = ("", "empty input", "truncated or overlong element", "unexpected tag",
-        "indefinite length", "length field over 4 bytes", "non-minimal length", "trailing bytes")
-
-
-def python_find(der):
-    from keypin.spkiref import python_find as f
-    return f(der)
-
-
-def python_sha256(der):
-    from keypin.spkiref import python_sha256 as f
-    return f(der)
-
-
-def python_pin_of(der):
-    return format_pin(_check(python_sha256(der)))
-
-
-def _check(r):
-    if isinstance(r, int):
-        raise CertError("malformed certificate: %s (%d)" % (_MSG[-r], r))
-    return r
-
 
 try:
     import keypin_spki as _n
@@ -60,15 +28,15 @@ if _n is not None:
 else:
     from keypin.spkiref import python_find as _fnd
     from keypin.spkiref import python_sha256 as _sha
+    from keypin.spkiref import sha256_into  # noqa: F401 (re-exported: the callback path)
 
     IMPL = "python"
 
-    def sha256_into(der, out):
-        r = _sha(der)
-        if isinstance(r, int):
-            return r
-        out[:32] = r
-        return 0
+
+def _check(r):
+    if isinstance(r, int):
+        raise CertError("malformed certificate: %s (%d)" % (error_text(r), r))
+    return r
 
 
 def spki_sha256(der):
@@ -80,8 +48,10 @@ def spki_range(der):
 
 
 def pin_of(der):
+    from keypin.pins import format_pin
     return format_pin(_check(_sha(der)))
 
 
 def error_text(code):
-    return _MSG[-code] if -8 < code < 0 else "error %d" % code
+    from keypin.spkiref import error_text as t
+    return t(code)

@@ -1,17 +1,24 @@
 # The pure-Python reference for keypin.spki: the same strict DER grammar and the same
-# error codes as firmware/spki/spki_core.c. Loaded only when the native module is not
-# there (or for python_* comparisons), so devices with the native module never hold it.
+# error codes as firmware/spki/spki_core.c, and the codes' texts. Loaded only when no native
+# module is there, on an error (error_text), or for comparisons (tests, the differential fuzz),
+# so devices with a native module never hold it.
 import hashlib
 
 from micropython import const
 
-_ERR_EMPTY = const(-1)
-_ERR_TRUNC = const(-2)
-_ERR_TAG = const(-3)
-_ERR_INDEF = const(-4)
-_ERR_LENLEN = const(-5)
-_ERR_NONMIN = const(-6)
-_ERR_TRAILING = const(-7)
+ERR_EMPTY = const(-1)
+ERR_TRUNC = const(-2)
+ERR_TAG = const(-3)
+ERR_INDEF = const(-4)
+ERR_LENLEN = const(-5)
+ERR_NONMIN = const(-6)
+ERR_TRAILING = const(-7)
+_MSG = ("", "empty input", "truncated or overlong element", "unexpected tag",
+        "indefinite length", "length field over 4 bytes", "non-minimal length", "trailing bytes")
+
+
+def error_text(code):
+    return _MSG[-code] if -8 < code < 0 else "error %d" % code
 
 
 class _Bad(Exception):
@@ -21,36 +28,36 @@ class _Bad(Exception):
 def _tlv(b, pos, end, want):
     # -> (value_start, value_end); raises _Bad(code)
     if pos >= end:
-        raise _Bad(_ERR_TRUNC)
+        raise _Bad(ERR_TRUNC)
     tag = b[pos]
     pos += 1
     if (tag & 0x1F) == 0x1F or (want >= 0 and tag != want):
-        raise _Bad(_ERR_TAG)
+        raise _Bad(ERR_TAG)
     if pos >= end:
-        raise _Bad(_ERR_TRUNC)
+        raise _Bad(ERR_TRUNC)
     ln = b[pos]
     pos += 1
     if ln < 0x80:
         n = ln
     elif ln == 0x80:
-        raise _Bad(_ERR_INDEF)
+        raise _Bad(ERR_INDEF)
     else:
         k = ln & 0x7F
         if k > 4:
-            raise _Bad(_ERR_LENLEN)
+            raise _Bad(ERR_LENLEN)
         if k > end - pos:
-            raise _Bad(_ERR_TRUNC)
+            raise _Bad(ERR_TRUNC)
         if b[pos] == 0:
-            raise _Bad(_ERR_NONMIN)
+            raise _Bad(ERR_NONMIN)
         n = 0
         while k:
             n = (n << 8) | b[pos]
             pos += 1
             k -= 1
         if n < 0x80:
-            raise _Bad(_ERR_NONMIN)
+            raise _Bad(ERR_NONMIN)
     if n > end - pos:
-        raise _Bad(_ERR_TRUNC)
+        raise _Bad(ERR_TRUNC)
     return pos, pos + n
 
 
@@ -58,11 +65,11 @@ def _find(b):
     # -> (start, end) of the SPKI element, or a negative error code
     n = len(b)
     if n == 0:
-        return _ERR_EMPTY
+        return ERR_EMPTY
     try:
         cs, ce = _tlv(b, 0, n, 0x30)
         if ce != n:
-            return _ERR_TRAILING
+            return ERR_TRAILING
         ts, te = _tlv(b, cs, ce, 0x30)
         p = ts
         if p < te and b[p] == 0xA0:
@@ -74,13 +81,13 @@ def _find(b):
         ks, ke = _tlv(b, p, te, 0x30)  # subjectPublicKeyInfo
         v = _tlv(b, ks, ke, 0x30)[1]
         if _tlv(b, v, ke, 0x03)[1] != ke:
-            return _ERR_TRAILING
+            return ERR_TRAILING
         p = ke
         while p < te:
             p = _tlv(b, p, te, -1)[1]
         p = _tlv(b, te, ce, 0x30)[1]
         if _tlv(b, p, ce, 0x03)[1] != ce:
-            return _ERR_TRAILING
+            return ERR_TRAILING
         return start, ke
     except _Bad as e:
         return e.args[0]
@@ -95,3 +102,18 @@ def python_sha256(der):
     if isinstance(r, int):
         return r
     return hashlib.sha256(memoryview(der)[r[0]:r[1]]).digest()
+
+
+def sha256_into(der, out):
+    # the python path of keypin.spki.sha256_into (this one allocates: the digest)
+    r = python_sha256(der)
+    if isinstance(r, int):
+        return r
+    out[:32] = r
+    return 0
+
+
+def python_pin_of(der):
+    from keypin.pins import format_pin
+    from keypin.spki import _check
+    return format_pin(_check(python_sha256(der)))

@@ -151,7 +151,7 @@ def test_difffuzz_reports_a_disagreement(tmp_path):
     stub = tmp_path / "stub" / "keypin"
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text("")
-    (stub / "spki.py").write_text("def python_find(der):\n    return -3\n\n\n"
+    (stub / "spkiref.py").write_text("def python_find(der):\n    return -3\n\n\n"
                                   "def python_sha256(der):\n    return -3\n")
     good = tmp_path / "good.der"
     good.write_bytes(_cert())

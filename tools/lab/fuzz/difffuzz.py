@@ -7,7 +7,7 @@ Generates N mutated certificates (deterministic from --seed) from real seed cert
 (tools/lab/fuzz/fuzz_seeds.py, or the .der files of --seeds DIR), writes them in batches of B to
 OUT/batch.bin and runs tools/lab/fuzz/difffuzz_dev.py in the MicroPython Unix port (tools/upy) on each
 batch: there the C module keypin_spki, the viper module keypin_spkiv (the x64 build of the source
-the board images ship) and the Python reference keypin.spki must agree
+the board images ship) and the Python reference keypin.spkiref must agree
 on every input (same span and digest, or the same error code). --corpus DIR adds the files of
 a libFuzzer corpus; --input checks just the given files and prints a verdict for each.
 

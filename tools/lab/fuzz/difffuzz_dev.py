@@ -19,7 +19,7 @@ except ImportError as e:
     print("ERR native modules keypin_spki and keypin_spkiv not on the path (make natmod; KEYPIN_NATIVE "
           "must not be 0): %s" % e)
     sys.exit(3)
-from keypin.spki import python_find, python_sha256
+from keypin.spkiref import python_find, python_sha256
 
 MODS = (("native", keypin_spki), ("viper", keypin_spkiv))
 

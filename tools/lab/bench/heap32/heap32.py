@@ -21,7 +21,8 @@ stubs and the frozen binascii loaded):
   heap32_app_steady_kib   what main.py keeps resident between cycles (mqtt + https + update check)
   heap32_update_peak_kib  the largest live heap at the steps of verifying and applying a signed
                           update (core loaded): received, parsed, signature verified, checked, applied
-  heap32_aio_kib          keypin.aio on top of core (when lib/keypin/aio.py exists)
+  heap32_aio_kib          keypin.aio imported on top of core (when lib/keypin/aio.py exists; this port has
+                          no asyncio, a stand-in module takes its place: asyncio itself is not counted)
 
 Usage: heap32.py [--json]   (bench.py calls run(work_dir, rows) -> dict; steps in build/heap32.json)
 
