@@ -6,7 +6,7 @@ from keypin_cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALL = ["pin", "keygen", "csr", "pinset", "check", "image", "deploy", "provision", "status", "flash",
-       "devs", "doctor", "certbot-hook", "signer", "reports"]
+       "completion", "devs", "doctor", "certbot-hook", "signer", "reports"]
 ALL += [c[0] for c in cli.COMMANDS if c[0] == "release"]  # H4's, issue 12/17 (registered last)
 
 
@@ -48,3 +48,25 @@ def test_console_script_is_installed(tmp_path):
     r = subprocess.run([str(exe), "pin", str(tmp_path / "none.pem")], capture_output=True, text=True, check=False)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith(f"keypin: pin: cannot read {tmp_path / 'none.pem'}: ")
+
+
+def test_bash_completion_from_the_parser(tmp_path):
+    """keypin completion bash, loaded into a real bash: commands, pinset actions and options complete."""
+    import shutil
+    if not shutil.which("bash"):
+        raise AssertionError("bash not found: apt-get install bash")
+    script = subprocess.run([str(ROOT / ".venv/bin/keypin"), "completion", "bash"], capture_output=True, text=True,
+                            check=True).stdout
+    (tmp_path / "c.sh").write_text(script)
+
+    def complete(*words):
+        w = " ".join(f"'{x}'" for x in words)
+        code = f'. {tmp_path / "c.sh"}; COMP_WORDS=({w}); COMP_CWORD={len(words) - 1}; _keypin; echo "${{COMPREPLY[@]}}"'
+        r = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+        return r.stdout.split()
+    assert complete("keypin", "pins") == ["pinset"]
+    assert complete("keypin", "d") == ["deploy", "devs", "doctor"]
+    assert "retire" in complete("keypin", "pinset", "") and "sign" in complete("keypin", "pinset", "")
+    assert complete("keypin", "pinset", "new", "--active") == ["--active", "--active-key"]
+    assert complete("keypin", "check", "--s") == ["--set", "--sni"]
+    assert complete("keypin", "reports", "--t") == ["--tls", "--topic", "--timeout"]

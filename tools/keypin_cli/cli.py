@@ -8,7 +8,7 @@ import subprocess  # noqa: F401  (tests patch cli.subprocess.run)
 import sys
 
 from . import __version__
-from .commands import boards, doctor, keys, pinsets, server
+from .commands import boards, doctor, keys, pinsets, server, shell
 from .commands.common import Parser, fmt
 from .errors import CommandError
 
@@ -39,6 +39,8 @@ COMMANDS = [
      "example:\n  keypin status --port /dev/ttyUSB0", boards.args_status),
     ("flash", boards.cmd_flash, "erase and flash MicroPython firmware with esptool (needs a board)",
      "example:\n  keypin flash --port /dev/ttyUSB0 --firmware ESP32_GENERIC-20250415-v1.25.0.bin", boards.args_flash),
+    ("completion", shell.cmd_completion, "print a bash completion script (commands, actions, options)",
+     "example:\n  keypin completion bash > ~/.local/share/bash-completion/completions/keypin", shell.args_completion),
     ("devs", doctor.cmd_devs, "list serial ports (esptool's discovery) and the one --port auto picks",
      "example:\n  keypin devs", doctor.args_devs),
     ("doctor", doctor.cmd_doctor, "check the host setup, serial ports and (with --port) a board; each finding with its fix",
