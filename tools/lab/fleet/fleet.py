@@ -186,8 +186,11 @@ def main(argv=None):
     store_rotated = 0
     for i in range(n):
         try:
-            s = read_document(devdir / f"{i}.json")["sets"]["fleet"]
-            good = s["active"] == pins["b0"] and pins["old"] in s["retired"]
+            d = read_document(devdir / f"{i}.json")
+            s = d["sets"]["fleet"]
+            active = s["active"] if isinstance(s["active"], list) else [s["active"]]  # v2: the pins in service
+            retired = d.get("retired", []) + s.get("retired", [])  # v2: retired device-wide
+            good = active == [pins["b0"]] and pins["old"] in retired
         except (OSError, ValueError, AssertionError, KeyError):
             good = False
         store_rotated += good
