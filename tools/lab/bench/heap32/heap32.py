@@ -112,14 +112,14 @@ def prepare(work: pathlib.Path) -> pathlib.Path:
     return files
 
 
-def node_case(files: pathlib.Path, case: str) -> dict:
+def node_case(files: pathlib.Path, case: str, script: pathlib.Path = HERE / "heap32_dev.py") -> dict:
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node not found: apt-get install nodejs npm (make deps does)")
     if not WASM_MODULE.is_file():
         raise RuntimeError(f"{WASM_MODULE} missing: run make deps (it installs {WASM_PKG} with npm)")
-    p = subprocess.run([node, str(HERE / "runner.mjs"), str(WASM_MODULE), str(files), str(HERE / "heap32_dev.py"),
-                        case], capture_output=True, text=True, check=False, timeout=600)
+    p = subprocess.run([node, str(HERE / "runner.mjs"), str(WASM_MODULE), str(files), str(script), case],
+                       capture_output=True, text=True, check=False, timeout=600)
     got = [json.loads(line[7:]) for line in p.stdout.splitlines() if line.startswith("HEAP32 ")]
     if p.returncode or not got:
         raise RuntimeError(f"heap32 case {case} failed (exit {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
