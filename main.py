@@ -11,4 +11,7 @@ def run(cycles=None, config_path="config.json"):
 
 
 if __name__ == "__main__":
-    run()
+    from boot import start  # the software slot boot.py chose (keypin.ota); a crash on trial resets
+
+    if start(run) is None:  # not started (config.json or the pin store unusable): say so to the shell
+        sys.exit(1)

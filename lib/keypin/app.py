@@ -1,5 +1,8 @@
 # The device application: pinned MQTTS status + commands, HTTPS check-in on a schedule.
 # main.py calls run(); tests call run(cycles=1). Every failure is one log line.
+# The steps (mqtt_attempt, publish_status, poll, checkin, update_check) are small methods
+# without any sleep, so that an asyncio runner can drive the same steps as tasks; only
+# mqtt_connect (its retries) and run() wait.
 import json
 import sys
 import time
@@ -8,6 +11,7 @@ import keypin
 from keypin import config, tls
 
 _boot = time.time()
+_CMDMAX = 256  # the largest command message; anything larger is dropped unread
 
 
 def log(*a):
@@ -44,7 +48,8 @@ class App:
         self.next_update = 0
         if u.get("url") or self.pins_topic:
             from keypin.update import Updater
-            self.updater = Updater(store, u.get("state", "keypin-state.json"), log=log)
+            self.updater = Updater(store, u.get("state", "keypin-state.json"), log=log, device_id=self.dev,
+                                   hosts=self._hosts())
         r = cfg.get("reports", {})
         self.reports = None
         self.report_topic = f"{self.prefix}/{self.dev}/reports"
@@ -54,6 +59,21 @@ class App:
             self.reports = Ring(r.get("path", "keypin-reports.json"), store, r.get("size", 8),
                                 r.get("min_interval", 300), r.get("max_writes", 4))
             tls.on_mismatch = self.reports.record  # type: ignore[assignment]
+        self.ota = None  # software releases (keypin.ota), only when configured
+        if cfg.get("release"):
+            from keypin.ota import Ota
+            self.ota = Ota(cfg["release"], store, self.dev, log=log)
+
+    def _hosts(self):
+        # every host this device must keep reaching: a signed update may not leave one without a pin set
+        from keypin.https import _split
+        out = []
+        if (self.cfg.get("mqtt") or {}).get("host"):
+            out.append(self.cfg["mqtt"]["host"])
+        for url in ((self.cfg.get("https") or {}).get("url"), (self.cfg.get("update") or {}).get("url")):
+            if url:
+                out.append(_split(url)[0])
+        return out
 
     def _note(self, stream_verdict):
         if stream_verdict == "rotated":
@@ -66,40 +86,69 @@ class App:
         log("%s failed: %s" % (what, _one_line(e)))
 
     # ---- MQTT ----
-    def mqtt_connect(self):
+    def mqtt_client(self):
+        # the client, made once; every subscribed topic has a size limit (issue 12.7)
         m = self.cfg.get("mqtt")
         if not m:
-            return False
-        from keypin.mqtt import Client
+            return None
         if self.mq is None:
+            from keypin.mqtt import Client
             self.mq = Client(self.dev, m["host"], m.get("port", 8883), user=m.get("user"),
                              password=m.get("password"), keepalive=m.get("keepalive", 60),
                              store=self.store, cadata=self.cadata, log=log)
             self.mq.set_callback(self.on_cmd)
-            self.mq.subscribe(self.cmd_topic)
+            self.mq.subscribe(self.cmd_topic, max_msg=_CMDMAX)
             if self.pins_topic:
-                self.mq.subscribe(self.pins_topic)
-        if not self.mq.connected:
-            try:
-                self.mq.ensure(tries=m.get("tries", 3))
-            except Exception as e:
-                self._fail("mqtt connect to %s" % m["host"], e)
-                return False
-            self._note(self.mq.verdict)
-            log("mqtt: connected to %s:%d (%s)" % (m["host"], m.get("port", 8883), self.mq.verdict))
+                from keypin.update import MAX_SIZE
+                self.mq.subscribe(self.pins_topic, max_msg=MAX_SIZE)
+        return self.mq
+
+    def mqtt_attempt(self):
+        # one connection attempt, no waiting: True when connected
+        mq = self.mqtt_client()
+        if mq is None:
+            return False
+        if mq.connected:
+            return True
+        m = self.cfg["mqtt"]
+        try:
+            mq.connect()
+        except Exception as e:
+            mq.connected = False
+            mq.failures += 1
+            self._fail("mqtt connect to %s" % m["host"], e)
+            return False
+        self._note(mq.verdict)
+        log("mqtt: connected to %s:%d (%s)" % (m["host"], m.get("port", 8883), mq.verdict))
         return True
+
+    def mqtt_connect(self):
+        # the blocking app: up to config mqtt.tries attempts, with backoff between them
+        mq = self.mqtt_client()
+        if mq is None:
+            return False
+        tries = self.cfg["mqtt"].get("tries", 3)
+        for i in range(tries):
+            if self.mqtt_attempt():
+                return True
+            if i + 1 < tries:
+                from keypin.mqtt import backoff
+                time.sleep_ms(backoff(i))
+        return False
 
     def status(self):
         sets = {}
         for n in self.store.names():
             s = self.store.get(n)
-            sets[n] = {"active": s["active"], "backups": len(s["backups"]), "retired": len(s["retired"])}
+            sets[n] = {"active": s["active"], "backups": len(s["backups"]), "retired": len(self.store.doc["retired"])}
         return {"device": self.dev, "firmware": "%s %s" % (sys.implementation.name,
                 ".".join(str(v) for v in sys.implementation.version[:3])),
                 "platform": sys.platform, "keypin": keypin.VERSION, "seq": self.store.seq,
                 "sets": sets, "rotations": self.rotations, "last_pin_failure": self.last_failure,
                 "checkins": self.checkins, "uptime": time.time() - _boot, "version": self.store.doc["version"],
-                "last_update": self.updater.last if self.updater else None}
+                "last_update": self.updater.last if self.updater else None,
+                "messages": {"dropped": self.mq.dropped, "malformed": self.mq.malformed} if self.mq else None,
+                "software": self.ota.status() if self.ota else None}
 
     def publish_status(self):
         mq = self.mq
@@ -130,27 +179,32 @@ class App:
         log(f"mqtt: {n} pin-failure report(s) published to {self.report_topic} and cleared")
 
     def on_cmd(self, topic, msg):
-        if self.updater and self.pins_topic and topic == self.pins_topic.encode():
-            try:
-                self.updater.offer(msg, "mqtt")
-            except Exception as e:  # inside umqtt's callback: never raise
-                log("update via mqtt failed:", _one_line(e))
+        # called by keypin.mqtt for each message within its topic's limit; an exception here
+        # (non-UTF-8, an unknown command) is counted there as malformed and ignored
+        if self.pins_topic and topic == self.pins_topic.encode():
+            if self.updater:
+                try:
+                    self.updater.offer(msg, "mqtt")
+                except Exception as e:  # a refused or broken update is the updater's to report
+                    log("update via mqtt failed:", _one_line(e))
             return
         cmd = msg.decode().strip()
+        if not cmd:  # an empty retained message clears the topic
+            return
         log("command:", cmd)
         if cmd == "status":
             self.publish_status()
         elif cmd == "checkin":
             self.next_checkin = 0
         else:
-            log("unknown command %r" % cmd)
+            raise ValueError("unknown command %r" % cmd[:40])
 
     def poll(self):
         mq = self.mq
         if mq is None:
             return
         try:
-            mq.check_msg()
+            mq.poll()
         except Exception as e:
             self._fail("mqtt poll", e)
             mq.close()
@@ -184,6 +238,10 @@ class App:
             return self.updater.poll(u["url"], store=self.store, timeout=u.get("timeout", 10),
                                      cadata=self.cadata)
         except Exception as e:  # one log line, the device keeps running
+            st = getattr(e, "status", None)
+            if st in (404, 410):  # the pinned server answered: no update is published there
+                log("update check: %s answered %d: no update published there" % (u["url"], st))
+                return None
             self._fail("update check", e)
             return False
 
@@ -198,7 +256,10 @@ class App:
         c = self.checkin()
         if self.reports:
             self.reports.flush()
-        return ok and c is not False and up is not False
+        ok = ok and c is not False and up is not False
+        if self.ota:  # commits a release on trial after this pinned cycle, or looks for a newer one
+            self.ota.after_cycle(self, ok)
+        return ok
 
 
 def _wdt(cfg):
@@ -214,14 +275,15 @@ def _wdt(cfg):
 
 
 def run(cycles=None, config_path=config.PATH):
-    # cycles=None: forever (or config "cycles"). Returns the number of good cycles.
+    # cycles=None: forever (or config "cycles"). Returns the number of good cycles, or None
+    # when the app could not start (config or pin store unusable: main.py exits 1).
     try:
         cfg = config.load(config_path)
         tls.resolve.update(cfg.get("hosts") or {})
         store = keypin.use_store(cfg.get("pins", "pins.json"))
     except keypin.KeypinError as e:
         log("not started:", _one_line(e))
-        return 0
+        return None
     if cycles is None:
         cycles = cfg.get("cycles")
     app = App(cfg, store)

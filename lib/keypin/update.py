@@ -230,7 +230,7 @@ class Updater:
         from keypin import https
         r = https.get(url + ".version", max_body=32, **kw)
         if r.status != 200:
-            raise KeypinError(f"update: {url}.version answered {r.status}")
+            raise https.StatusError(r.status, f"update: {url}.version answered {r.status}")
         try:
             v = int(r.content.strip())
         except ValueError:
@@ -239,5 +239,5 @@ class Updater:
             return "current"
         r = https.get(url, max_body=MAX_SIZE, **kw)
         if r.status != 200:
-            raise KeypinError(f"update: {url} answered {r.status}")
+            raise https.StatusError(r.status, f"update: {url} answered {r.status}")
         return self.offer(r.content, "https")

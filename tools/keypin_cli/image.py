@@ -153,6 +153,28 @@ def validate_config(data: bytes, where: str) -> dict:
     return obj
 
 
+def device_config_check(cfg: dict, where: str, src: Path) -> None:
+    """config.json against the device's own schema: check() of the image's lib/keypin/config.py,
+    run here (it needs only json, os and keypin's base exception, given by a stand-in module)."""
+    import runpy
+    import types
+    shim = types.ModuleType("keypin")
+    shim.KeypinError = Exception  # type: ignore[attr-defined]
+    saved = sys.modules.get("keypin")
+    sys.modules["keypin"] = shim
+    try:
+        check = runpy.run_path(str(src / "lib" / "keypin" / "config.py"))["check"]
+    finally:
+        if saved is None:
+            del sys.modules["keypin"]
+        else:
+            sys.modules["keypin"] = saved
+    errors, unknown = check(cfg)
+    errors += [f"unknown key {k!r} (the device would ignore it: a typo?)" for k in unknown]
+    if errors:
+        raise CommandError(f"{where}: " + "; ".join(errors))
+
+
 def pins_path(cfg: dict | None, where: str = "config.json") -> str:
     """Where the device keeps its pin document (config "pins", default pins.json), relative to the root."""
     p = (cfg or {}).get("pins", "pins.json")
@@ -198,6 +220,7 @@ def build_image(out: Path, src: Path, arch: str, config: Path | None, pins: Path
     if config is not None:
         data["config.json"] = _read(config)
         cfg = validate_config(data["config.json"], str(config))
+        device_config_check(cfg, str(config), src)
     if pins is not None:
         pdata = _read(pins)
         doc = pindoc.parse(pdata, str(pins))
