@@ -19,7 +19,10 @@ All names are stand-ins (".test" URLs, "(stand-in)" in every CA name): nothing h
 import datetime
 import os
 import pathlib
+import re
+import shutil
 import struct
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +39,7 @@ from cryptography.x509.oid import (
 from helpers.realservers import (
     HOST,
     START_TIMEOUT,
+    MissingBinary,
     Nginx,
     ServerError,
     _copy_pair,
@@ -202,6 +206,21 @@ def certificate_message_bytes(ders):
     """Size of the TLS 1.2 Certificate handshake message carrying these DER certificates
     (4-byte handshake header, 3-byte list length, 3-byte length per certificate)."""
     return 4 + 3 + sum(3 + len(c) for c in ders)
+
+
+def wire_certificate_message(port, host, timeout=30):
+    """Length of the TLS 1.2 Certificate handshake message the listener on loopback port sends,
+    as openssl s_client -msg sees it on the wire."""
+    exe = shutil.which("openssl")
+    if not exe:
+        raise MissingBinary("openssl not found: apt-get install openssl")
+    p = subprocess.run([exe, "s_client", "-connect", f"{HOST}:{port}", "-servername", host, "-tls1_2", "-msg"],
+                       input=b"", capture_output=True, timeout=timeout, check=False)
+    m = re.search(rb"<<< TLS 1\.2, Handshake \[length ([0-9a-f]+)\], Certificate", p.stdout)
+    if m is None:
+        raise ServerError(f"openssl s_client -msg saw no Certificate message on port {port}:\n"
+                          + p.stdout.decode(errors="replace")[-1500:])
+    return int(m.group(1), 16)
 
 
 _EXTRA_SERVER = """

@@ -5,12 +5,11 @@ lineage of a Let's Encrypt Generation Y look-alike chain (tests/helpers/geny.py)
 in the Unix port."""
 import json
 import pathlib
-import re
 import ssl
 import subprocess
 
 import pytest
-from helpers.geny import GenY, LeanNginx, certificate_message_bytes
+from helpers.geny import GenY, LeanNginx, certificate_message_bytes, wire_certificate_message
 from helpers.pki import new_key, pin
 from helpers.realservers import HOST as LOOPBACK
 from helpers.realservers import Mosquitto, binary
@@ -81,23 +80,6 @@ def presented(port):
     return ch.certs
 
 
-def wire_certificate_message(port):
-    """Length of the TLS 1.2 Certificate handshake message as openssl saw it on the wire."""
-    p = subprocess.run([binary_openssl(), "s_client", "-connect", f"{LOOPBACK}:{port}", "-servername", HOST,
-                        "-tls1_2", "-msg"], input=b"", capture_output=True, timeout=30, check=False)
-    m = re.search(rb"<<< TLS 1\.2, Handshake \[length ([0-9a-f]+)\], Certificate", p.stdout)
-    assert m, p.stdout[-2000:]
-    return int(m.group(1), 16)
-
-
-def binary_openssl():
-    import shutil
-    exe = shutil.which("openssl")
-    if not exe:
-        pytest.fail("openssl not found: apt-get install openssl")
-    return exe
-
-
 def test_hook_installed_a_lean_and_a_full_listener_for_one_key(site):
     ch, ng = site["chain"], site["ng"]
     full, lean = presented(ng.port), presented(ng.lean_port)
@@ -147,14 +129,14 @@ def test_check_tells_the_operator_which_listener(site):
     ng, pins = site["ng"], site["pins"]
     r = keypin("check", "--host", f"{LOOPBACK}:{ng.lean_port}", "--sni", HOST, "--pinset", pins)
     assert r.returncode == 0, r.stderr
-    lean_bytes = wire_certificate_message(ng.lean_port)
+    lean_bytes = wire_certificate_message(ng.lean_port, HOST)
     assert lean_bytes == certificate_message_bytes(site["chain"].ders()[:1])
     assert r.stdout.splitlines()[0] == (f"listener: leaf only (a lean device listener): 1 certificate, "
                                         f"{lean_bytes:,}-byte Certificate message; devices verify no chain signatures")
     assert r.stdout.splitlines()[-1] == "OK: depth 0 matches the active pin of set fleet"
     r = keypin("check", "--host", f"{LOOPBACK}:{ng.port}", "--sni", HOST, "--pinset", pins)
     assert r.returncode == 0, r.stderr
-    full_bytes = wire_certificate_message(ng.port)
+    full_bytes = wire_certificate_message(ng.port, HOST)
     assert full_bytes > 3 * lean_bytes
     assert r.stdout.splitlines()[0] == (
         f"listener: full chain: 4 certificates, {full_bytes:,}-byte Certificate message; a device's mbedTLS checks "

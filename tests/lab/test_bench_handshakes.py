@@ -4,23 +4,12 @@ one nginx, and the Certificate message sizes are what the listeners put on the w
 are not asserted (no wall-clock assertions): only that each figure exists and is a ratio of two
 positive medians."""
 import pathlib
-import re
-import subprocess
 import sys
 
-import pytest
+from helpers.geny import wire_certificate_message
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools" / "lab" / "bench"))
 import handshakes
-
-
-def wire(port, host):
-    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", host, "-tls1_2",
-                        "-msg"], input=b"", capture_output=True, timeout=30, check=False)
-    m = re.search(rb"<<< TLS 1\.2, Handshake \[length ([0-9a-f]+)\], Certificate", p.stdout)
-    if m is None:
-        pytest.fail("openssl s_client -msg showed no Certificate message (apt-get install openssl)")
-    return int(m.group(1), 16)
 
 
 def test_stage_figures(tmp_path, monkeypatch):
@@ -29,7 +18,7 @@ def test_stage_figures(tmp_path, monkeypatch):
 
     def spy(ng):  # also read each listener's Certificate message off the wire with openssl
         out, kinds = real(ng)
-        seen.update({k: wire(p, handshakes.RSA_HOST if "rsa" in k else handshakes.HOST) for k, p in
+        seen.update({k: wire_certificate_message(p, handshakes.RSA_HOST if "rsa" in k else handshakes.HOST) for k, p in
                      (("geny_ecdsa_full", ng.port), ("geny_ecdsa_lean", ng.ports["lean"]),
                       ("geny_rsa_full", ng.ports["rsa"]), ("geny_rsa_lean", ng.ports["rsa-lean"]))})
         return out, kinds
