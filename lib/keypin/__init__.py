@@ -40,10 +40,10 @@ def connect(host, port, **kw):
     return _c(host, port, **kw)
 
 
-def context(host_or_set, **kw):
-    # an SSLContext-like object for any client: pins inside the handshake (keypin.tls)
-    from keypin.tls import context as _x
-    return _x(host_or_set, **kw)
+def context(host_or_set, *, store=None, cadata=None, timeout=None):
+    # an SSLContext-like object for any client: pins inside the handshake (keypin.sslctx)
+    from keypin.sslctx import PinnedContext
+    return PinnedContext(host_or_set, store, cadata, timeout)
 
 
 def use_store(path_or_store):

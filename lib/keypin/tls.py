@@ -124,19 +124,8 @@ def _tls():
         return None
 
 
-def _digests(store, name):
-    # (active, backups, groups, retired); also takes a one-active store (a 3-tuple)
-    d = store.digests(name)
-    if len(d) == 3:
-        d = ([d[0]], d[1], list(range(len(d[1]))), d[2])
-    return d
-
-
 def _ca(store, name, cadata):
-    if cadata is not None:
-        return cadata
-    f = getattr(store, "ca_ders", None)
-    return f(name) if f else None
+    return cadata if cadata is not None else store.ca_ders(name)
 
 
 # One TLS context per pin set, reused by its connections (MQTT and HTTPS share it): an
@@ -154,7 +143,7 @@ def _context(t, store, name, s, cadata, private=False):
     e = _ctxs.get(name)
     if not private and e is not None and e[0] is dig and e[1] == cadata:
         return e
-    a, b, g, r = _digests(store, name)
+    a, b, g, r = dig
     chk = Checker(a, b, g, r, s["policy"] == "any")
     if chk.any and not cadata:
         # Without a trust anchor mbedTLS (CERT_OPTIONAL) does not enforce the chain's
@@ -344,16 +333,11 @@ class Attempt:
             self.release()
 
     def _legacy(self, sock):
-        # firmware without verify_callback: check the leaf before any application byte
-        from keypin import tlsx
-        t = self.t
-        if t is not None and hasattr(t, "SSLContext"):
-            wrap_socket = t.SSLContext(t.PROTOCOL_TLS_CLIENT).wrap_socket
-        else:
-            wrap_socket = tlsx.legacy_wrap()
-        a, b, g, r = _digests(self.store, self.name)
+        # firmware without verify_callback: the leaf is checked before any application byte
+        from keypin.tlsx import legacy
+        a, b, g, r = self.store.digests(self.name)
         self.chk = Checker(a, b, g, r, False)  # only the leaf is visible there
-        ss = tlsx.peercert(wrap_socket, sock, self.host, self.chk, self.cadata)
+        ss = legacy(self.t, sock, self.host, self.chk, self.cadata)
         try:
             return self.finish(ss)
         except BaseException:
@@ -455,81 +439,3 @@ def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, a
     end = _until(timeout * 1000) if timeout is not None else None
     sock = open_socket(host, port, timeout, addr)
     return att.wrap(sock, True, end)
-
-
-class PinnedContext:
-    # Stands wherever MicroPython code takes an SSLContext: ctx.wrap_socket(sock,
-    # server_hostname=...), umqtt.simple >= 1.4 (MQTTClient(..., ssl=ctx)), asyncio
-    # (open_connection(..., ssl=ctx)). Pins exactly as keypin.connect. `last` is the stream
-    # of the latest handshake; confirm() commits its pending rotation (call it after a
-    # genuine reply: see docs/asyncio.md).
-    def __init__(self, host_or_set, store=None, cadata=None, timeout=None):
-        store = store or default_store()
-        if isinstance(store, str):
-            store = use_store(store)
-        self.store = store
-        if host_or_set in store.doc["sets"]:
-            self.name = host_or_set
-            self.host = store.get(host_or_set)["hosts"][0]
-        else:
-            self.name = store.find(host_or_set)
-            self.host = host_or_set
-            if self.name is None:
-                raise StoreError("no pin set covers host %r; add one (ks.pins or keypin pinset new)"
-                                 % host_or_set)
-        self.cadata = cadata
-        self.timeout = timeout
-        self.last = None
-
-    def wrap_socket(self, sock, server_hostname=None, do_handshake_on_connect=True, **kw):
-        h = self.host
-        if server_hostname and self.store.find(server_hostname) == self.name:
-            h = server_hostname  # a host of this set: its name goes in SNI
-        att = Attempt(h, 0, store=self.store, pinset=self.name, cadata=self.cadata)
-        if do_handshake_on_connect:
-            end = _until(self.timeout * 1000) if self.timeout is not None else None
-            self.last = att.wrap(sock, True, end)
-            return self.last
-        # asyncio: the handshake runs inside the first read/write of the real TLS socket
-        # returned here (the callback refuses unknown and retired keys there, before any
-        # application byte: the read/write raises OSError); check() tells the verdict.
-        self.last = att
-        self._sock = sock  # a failed lazy handshake drops its socket without closing it
-        self._ss = att.wrap(sock, False)
-        return self._ss
-
-    def check(self):
-        # -> the verdict of the latest connection ("active", "backup", "rotated"), None while
-        # its handshake has not run; raises PinMismatch (and records the failure report)
-        # when the key was refused
-        a = self.last
-        if not isinstance(a, Attempt):
-            return a.verdict if a is not None else None
-        d = a.chk.decision
-        if d == NONE:
-            return None
-        if d >= RETIRED:
-            self.last = None
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-            raise a.failed(OSError(1))
-        self.last = a.finish(self._ss)
-        return self.last.verdict
-
-    @property
-    def verdict(self):
-        try:
-            return self.check()
-        except Exception:
-            return "refused"
-
-    def confirm(self):
-        # after a genuine reply (docs/asyncio.md): commit a pending rotation
-        v = self.check()
-        return self.last.confirm() if v is not None else None
-
-
-def context(host_or_set, *, store=None, cadata=None, timeout=None):
-    return PinnedContext(host_or_set, store, cadata, timeout)

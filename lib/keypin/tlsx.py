@@ -68,11 +68,15 @@ def ders(data):
         raise ValueError("no CERTIFICATE in PEM")
 
 
-def peercert(wrap_socket, sock, host, chk, cadata):
-    # firmware without verify_callback: hash the leaf before any application byte; the
-    # caller (Attempt.finish) refuses the connection unless the decision is active/backup
+def legacy(t, sock, host, chk, cadata):
+    # firmware without verify_callback: hash the leaf from getpeercert(True) before any
+    # application byte; the caller (Attempt.finish) refuses unless the decision is active/backup
     if cadata:
         raise Unsupported("CA+pin mode needs MicroPython >= 1.23 (tls.SSLContext.verify_callback)")
+    if t is not None and hasattr(t, "SSLContext"):
+        wrap_socket = t.SSLContext(t.PROTOCOL_TLS_CLIENT).wrap_socket
+    else:
+        wrap_socket = legacy_wrap()
     ss = wrap_socket(sock, server_hostname=host)
     try:
         der = ss.getpeercert(True) if hasattr(ss, "getpeercert") else None

@@ -4,7 +4,8 @@
 import os
 
 from keypin.pins import format_pin
-from keypin.tls import ACTIVE, BACKUP, RETIRED, UNKNOWN, Attempt, Checker, PinnedContext
+from keypin.sslctx import PinnedContext
+from keypin.tls import ACTIVE, BACKUP, RETIRED, UNKNOWN, Attempt, Checker
 
 TMP = os.getenv("KEYPIN_TMP")
 
