@@ -142,6 +142,14 @@ def test_check_tells_the_operator_which_listener(site):
         f"listener: full chain: 4 certificates, {full_bytes:,}-byte Certificate message; a device's mbedTLS checks "
         "3 link signatures (3 P-384) at every handshake; devices pin the leaf key only: give them a lean "
         "listener (the leaf alone, docs/operations.md)")
+    r = keypin("check", "--host", f"{LOOPBACK}:{ng.lean_port}", "--sni", HOST, "--pinset", pins, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["listener"] == {"kind": "leaf-only", "certificates": 1,
+                                                "certificate_message_bytes": lean_bytes, "link_signatures": []}
+    r = keypin("check", "--host", f"{LOOPBACK}:{ng.port}", "--sni", HOST, "--pinset", pins, "--json")
+    assert json.loads(r.stdout)["listener"] == {"kind": "full-chain", "certificates": 4,
+                                                "certificate_message_bytes": full_bytes,
+                                                "link_signatures": ["P-384", "P-384", "P-384"]}
     # the MQTT listeners too
     r = keypin("check", "--host", f"{LOOPBACK}:{site['mq_lean'].port}", "--sni", HOST, "--pinset", pins)
     assert r.returncode == 0 and r.stdout.startswith("listener: leaf only"), r

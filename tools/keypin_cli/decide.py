@@ -124,6 +124,10 @@ class Listener:
     message_bytes: int  # TLS 1.2 Certificate message
     links: list[str]
 
+    def as_json(self) -> dict:
+        return {"kind": "leaf-only" if self.lean else "full-chain", "certificates": self.certificates,
+                "certificate_message_bytes": self.message_bytes, "link_signatures": self.links}
+
     def text(self, pinset: dict | None = None) -> str:
         """One line for the operator; pinset: the set the devices use (policy any, or a CA anchor,
         means its devices verify the chain and need the full one)."""

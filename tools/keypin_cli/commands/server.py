@@ -75,7 +75,8 @@ def cmd_check(a) -> int:
         emit_json("check", {"host": host, "port": port, "sni": a.sni, "set": name, "policy": s["policy"],
                             "outcome": d.outcome, "exit": code, "depth": d.depth if d.pin else None,
                             "pin": d.pin or None, "backup_index": d.backup_index or None,
-                            "complete": ch.complete, "chain": decide.chain_json(chain)})
+                            "complete": ch.complete, "chain": decide.chain_json(chain),
+                            "listener": decide.listener(ch.certs).as_json() if ch.complete else None})
     if d.outcome in (decide.ACTIVE, decide.BACKUP) and ch.complete and not a.json:  # which kind of listener (H5)
         print(decide.listener(ch.certs).text(s))
     if d.outcome == decide.ACTIVE:
