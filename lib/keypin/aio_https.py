@@ -1,65 +1,81 @@
-# Pinned HTTPS/1.1 for asyncio over keypin.aio: what keypin.https has (Content-Length and
-# chunked bodies, streaming, save(), redirects only to pinned hosts, max_body) with one
-# deadline per request: connect + handshake + request + response, body reads included.
-# A pending rotation is confirmed only after a complete, valid 2xx/3xx status line and head.
+# Pinned HTTPS/1.1 for asyncio over keypin.aio, with the rules of keypin.https: strict heads
+# (keypin.wire), Content-Length and chunked bodies, streaming, save(), redirects only to pinned
+# hosts (at most 3), max_body under every framing, one deadline for the whole request (connect,
+# handshake, head, body, redirects). A pending rotation is confirmed only after a complete
+# head whose status is 2xx/3xx. A close-delimited body cannot be proven complete here (the tls
+# module returns b"" for a TCP FIN as for close_notify): refused unless unframed=True.
 #   r = await aio_https.get("https://api.example.com/x", timeout=10)
-#   r.status, r.headers, r.verdict, await r.read() / r.text() / r.json() / r.save(path)
+#   r.status, r.headers, r.verdict, r.content (bytes), r.text(), r.json()
+#   r = await aio_https.get(url, stream=True); await r.save(path) / async for d in r: ...
 from micropython import const
 
 from keypin import aio, wire
-from keypin.wire import HTTPError
+from keypin.wire import HTTPError, StatusError
 
 _MAXREDIR = const(3)
+_MAXBODY = const(16384)  # .content when no max_body is given
+_MAX1XX = const(4)
 
 
 async def _line(s):
     ln = await s.readline(wire.MAXLINE)
-    if not ln:
-        raise HTTPError("connection closed by server")
-    if ln[-1:] != b"\n":
-        raise HTTPError("line longer than %d bytes" % wire.MAXLINE)
+    if not ln or ln[-1:] != b"\n":
+        raise HTTPError("connection closed by server before the end of a line" if len(ln) < wire.MAXLINE
+                        else "line longer than %d bytes" % wire.MAXLINE)
     return ln
 
 
 class Response:
-    def __init__(self, s, url, method, max_body, end):
+    def __init__(self, s, url, method, max_body, unframed, end):
         self.url = url
         self._s = s
         self._m = method
         self._max = max_body
+        self._unframed = unframed
         self._end = end
         self.verdict = s.verdict
-        self._done = False
-        self.content = None  # the body once read()
+        self.content = None  # the body, once read
+        self.complete = False  # True when its framing proved the end
 
     async def _head(self):
         s = self._s
-        self.status, self.reason = wire.status(await _line(s))
-        h: dict = {}
-        while wire.header(await _line(s), h):
-            pass
+        for _ in range(_MAX1XX + 1):
+            self.status, self.reason = wire.status(await _line(s))
+            h: dict = {}
+            while wire.header(await _line(s), h):
+                pass
+            if self.status >= 200:
+                break
+        else:
+            raise HTTPError("more than %d interim (1xx) responses" % _MAX1XX)
         self.headers = h
         self._chunked, self._left = wire.framing(h, self.status, self._m)
-        self.framed = self._chunked or self._left >= 0  # its end can be proven
-        if 200 <= self.status < 400:
-            # a complete, well-formed answer from the pinned server: commit a pending rotation
+        # a complete, well-formed head from the pinned server with a status that is not an
+        # error: only now is the reply genuine enough to commit a pending rotation
+        if self.status < 400:
             self.verdict = s.confirm()
         self._chunk = 0
-        self._done = self._left == 0
+        self._done = self.complete = self._left == 0
         self._seen = 0
 
-    async def _raw(self, n):
-        # up to n body bytes; b"" at the (proven or close-delimited) end
+    @property
+    def framed(self):
+        return self._chunked or self._left >= 0
+
+    async def _raw(self, n, lim):
+        # up to n body bytes, b"" at the end; lim: the most body bytes allowed, or None
         if self._done:
             return b""
         s = self._s
+        if lim is not None and self._left > lim:
+            raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, lim))
         if self._chunked:
             if not self._chunk:
                 self._chunk = wire.chunk_size(await _line(s))
                 if not self._chunk:
                     for _ in range(wire.MAXHDRS + 1):  # trailers, then the empty line
                         if await _line(s) in (b"\r\n", b"\n"):
-                            self._done = True
+                            self._done = self.complete = True
                             return b""
                     raise HTTPError("too many trailer lines")
             d = await s.read(min(n, self._chunk))
@@ -73,17 +89,25 @@ class Response:
             if not d:
                 raise HTTPError("connection closed %d bytes before the end of the body" % self._left)
             self._left -= len(d)
-            self._done = not self._left
+            self._done = self.complete = not self._left
+        elif not self._unframed:
+            raise HTTPError("body without Content-Length or chunked framing: its end cannot be "
+                            "proven (a TCP close looks like a TLS close_notify here)")
         else:
             d = await s.read(n)
-            self._done = not d
+            self._done = not d  # an unproven end: .complete stays False
         self._seen += len(d)
+        if lim is not None and self._seen > lim:
+            raise HTTPError("body exceeds max_body=%d" % lim)
         return d
 
-    async def chunk(self, n=512):
+    async def chunk(self, n=512, max_body=None):
         # the next piece of the body (b"" at the end), within the request's deadline
+        return await self._piece(n, max_body if max_body is not None else self._max)
+
+    async def _piece(self, n, lim):
         try:
-            d = await aio.within(self._raw(n), aio.left(self._end), "HTTPS response from " + self.url)
+            d = await aio.within(self._raw(n, lim), aio.left(self._end), "HTTPS response from " + self.url)
         except BaseException:
             self.close()
             raise
@@ -100,46 +124,59 @@ class Response:
             raise StopAsyncIteration
         return d
 
-    async def read(self, framed=False):
-        # the whole body, at most max_body bytes. framed: refuse a body whose end is not
-        # proven (no Content-Length, not chunked: a cut connection looks like its end)
-        if framed and not self.framed:
-            self.close()
-            raise HTTPError("%s: body has neither Content-Length nor chunked framing" % self.url)
-        if self.content is not None:
-            return self.content
-        if self._left > self._max:
-            self.close()
-            raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, self._max))
+    async def read(self):
+        # the whole body (at most max_body, 16384 when not given), also as .content
+        if self.content is None:
+            lim = self._max if self._max is not None else _MAXBODY
+            parts = []
+            while True:
+                d = await self._piece(256, lim)
+                if not d:
+                    break
+                parts.append(d)
+            self.content = b"".join(parts)
+        return self.content
+
+    async def _drain(self):
+        # the body of an error reply: what fits in max_body, never an error for its size/framing
+        lim = self._max if self._max is not None else _MAXBODY
+        self._unframed = True
         parts = []
-        while True:
-            d = await self.chunk(256)
-            if not d:
-                self.content = b"".join(parts)
-                return self.content
-            if self._seen > self._max:
-                self.close()
-                raise HTTPError("body exceeds max_body=%d" % self._max)
-            parts.append(d)
+        n = 0
+        try:
+            while n < lim:
+                d = await self._piece(min(256, lim - n), None)
+                if not d:
+                    break
+                parts.append(d)
+                n += len(d)
+        except (HTTPError, OSError) as e:
+            self.cut = str(e)  # what ended the error body early
+        self.content = b"".join(parts)
+        self.close()
 
-    async def text(self):
-        return (await self.read()).decode()
+    def text(self):
+        return self.content.decode()
 
-    async def json(self):
+    def json(self):
         import json
-        return json.loads(await self.read())
+        return json.loads(self.content)
 
-    async def save(self, path, n=512):
-        # the body to path.tmp, renamed over path only once complete (framed bodies only)
+    async def save(self, path, n=512, max_body=None):
+        # a framed 2xx body to path.tmp, renamed over path only once complete
         import os
+        if not 200 <= self.status < 300:
+            self.close()
+            raise StatusError(self.status, "%s answered %d: nothing saved" % (self.url, self.status))
         if not self.framed:
             self.close()
-            raise HTTPError("%s: not saved: neither Content-Length nor chunked, its end is unproven" % self.url)
+            raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
+                            "cannot be proven)" % self.url)
         t = 0
         try:
             with open(path + ".tmp", "wb") as f:  # noqa: ASYNC230 - MicroPython has no async file I/O
                 while True:
-                    d = await self.chunk(n)
+                    d = await self.chunk(n, max_body)
                     if not d:
                         break
                     f.write(d)
@@ -160,22 +197,15 @@ class Response:
             self._s = None
 
 
-async def _one(method, url, headers, data, store, cadata, max_body, end):
+async def _one(method, url, headers, data, store, cadata, max_body, unframed, end):
     host, port, path = wire.split(url)
     s = await aio.connect(host, port, store=store, cadata=cadata, timeout=None)
     try:
-        hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: keypin\r\n" % (
-            method, path, host if port == 443 else "%s:%d" % (host, port))
-        if headers:
-            for k in headers:
-                hdr += "%s: %s\r\n" % (k, headers[k])
-        if data is not None:
-            hdr += "Content-Length: %d\r\n" % len(data)
-        s.write(hdr.encode() + b"\r\n")
+        s.write(wire.head(method, host, port, path, headers, None if data is None else len(data)))
         if data:
             s.write(data)
         await s.drain()
-        r = Response(s, url, method, max_body, end)
+        r = Response(s, url, method, max_body, unframed, end)
         await r._head()
     except BaseException:
         s.close()
@@ -183,8 +213,10 @@ async def _one(method, url, headers, data, store, cadata, max_body, end):
     return r
 
 
-async def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_body=16384,
-                  stream=False, store=None, cadata=None):
+async def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_body=None,
+                  stream=False, store=None, cadata=None, unframed=False):
+    # max_body: the most body bytes accepted (.content: 16384 when not given; streams: no
+    # limit unless given here or to chunk/save). unframed=True accepts a close-delimited body.
     from keypin import tls
     st = store or tls.default_store()
     if json is not None:
@@ -196,8 +228,8 @@ async def request(method, url, *, headers=None, data=None, json=None, timeout=10
         data = data.encode()
     end = aio.until(timeout)
     for _ in range(_MAXREDIR + 1):
-        r = await aio.within(_one(method, url, headers, data, st, cadata, max_body, end), aio.left(end),
-                             "HTTPS %s %s" % (method, url))
+        r = await aio.within(_one(method, url, headers, data, st, cadata, max_body, unframed, end),
+                             aio.left(end), "HTTPS %s %s" % (method, url))
         if r.status in (301, 302, 303, 307, 308) and "location" in r.headers:
             r.close()
             url = wire.follow(url, r.headers["location"], st)
@@ -205,7 +237,10 @@ async def request(method, url, *, headers=None, data=None, json=None, timeout=10
                 method, data = "GET", None
             continue
         if not stream:
-            await r.read()
+            if 200 <= r.status < 300:
+                await r.read()
+            else:
+                await r._drain()
         return r
     raise HTTPError("more than %d redirects" % _MAXREDIR)
 

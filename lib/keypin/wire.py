@@ -144,3 +144,22 @@ def follow(url, loc, store):
     if store.find(host) is None:
         raise HTTPError("redirect to %s refused: no pin set covers that host" % host)
     return loc
+
+
+class StatusError(HTTPError):
+    # a genuine reply whose status the caller cannot use (e.g. 404 for an update URL)
+    def __init__(self, status, msg):
+        super().__init__(msg)
+        self.status = status
+
+
+def head(method, host, port, path, headers, n):
+    # an HTTP/1.1 request head (n: the body length, or None)
+    h = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: keypin\r\n" % (
+        method, path, host if port == 443 else "%s:%d" % (host, port))
+    if headers:
+        for k in headers:
+            h += "%s: %s\r\n" % (k, headers[k])
+    if n is not None:
+        h += "Content-Length: %d\r\n" % n
+    return h.encode() + b"\r\n"
