@@ -164,7 +164,6 @@ class Response:
 
     async def save(self, path, n=512, max_body=None):
         # a framed 2xx body to path.tmp, renamed over path only once complete
-        import os
         if not 200 <= self.status < 300:
             self.close()
             raise StatusError(self.status, "%s answered %d: nothing saved" % (self.url, self.status))
@@ -173,22 +172,13 @@ class Response:
             raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
                             "cannot be proven)" % self.url)
         t = 0
-        try:
-            with open(path + ".tmp", "wb") as f:  # noqa: ASYNC230 - MicroPython has no async file I/O
-                while True:
-                    d = await self.chunk(n, max_body)
-                    if not d:
-                        break
-                    f.write(d)
-                    t += len(d)
-        except BaseException:
-            try:
-                os.remove(path + ".tmp")
-            except OSError:
-                pass
-            raise
-        os.rename(path + ".tmp", path)
-        return t
+        with wire.Saving(path) as f:
+            while True:
+                d = await self.chunk(n, max_body)
+                if not d:
+                    return t
+                f.write(d)
+                t += len(d)
 
     def close(self):
         self._done = True

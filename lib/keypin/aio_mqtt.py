@@ -3,13 +3,14 @@
 # rotation is confirmed only after CONNACK with return code 0.
 #   c = Client("dev-1", "broker.example.com", user="u", password="p", will=("t/status", b"gone", True, 1))
 #   c.on_message = f            # f(topic: bytes, msg: bytes), plain function or coroutine
-#   c.subscribe("t/cmd", qos=1)
+#   await c.subscribe("t/cmd", qos=1, max_msg=256)
 #   c.start()                   # a task: connect, keepalive, reconnect with backoff + jitter
 #   await c.publish("t/status", b"up", retain=True, qos=1)
 # Limits (on purpose, to stay small): QoS 0 and 1 only (no QoS 2); clean sessions only;
 # a QoS 1 publish that is not acknowledged before the connection drops raises, it is not
-# resent after the reconnect; incoming messages larger than max_msg bytes (or topics longer
-# than max_topic) are skipped without allocating them and counted in .oversize; malformed
+# resent after the reconnect; incoming messages larger than their topic's limit (subscribe's
+# max_msg, else the client's) or with topics longer than max_topic are skipped without
+# allocating them, acknowledged and counted in .dropped; malformed
 # packets whose length is known are skipped and counted in .malformed (a broken length ends
 # the connection); an exception in on_message is counted in .malformed too and the client
 # carries on. No MQTT 5, no websockets, no persistence across reboots.
@@ -56,13 +57,14 @@ class Client:
         self.log = log
         self.on_message = None
         self.subs: list = []  # [(topic bytes, qos)]
+        self.limits: dict = {}  # topic bytes -> the largest message taken on it
         self.s = None
         self.verdict = None
         self.failures = 0  # failed connection attempts in a row
         self.connects = 0
         self.received = 0
         self.malformed = 0
-        self.oversize = 0
+        self.dropped = 0
         self._pid = 0
         self._acks: dict = {}  # packet id -> asyncio.Event (PUBACK, SUBACK)
         self._up = asyncio.Event()
@@ -193,23 +195,27 @@ class Client:
             return await self._skip(s, n)
         tl = int.from_bytes(await s.readexactly(2), "big")
         try:
-            p = wire.publish_sizes(fl, n, tl, self.max_topic, self.max_msg)
+            p = wire.publish_sizes(fl, n, tl, self.max_topic, wire.MAXREM)
         except MQTTError:
             self.malformed += 1
             return await self._skip(s, n - 2)
         q = (fl >> 1) & 3
-        if p < 0:  # too large: skip it without allocating it, acknowledge it
-            self.oversize += 1
+        topic = None
+        if p < 0:  # a topic longer than max_topic: not even that is allocated
             await self._skip(s, tl)
-            pid = await s.readexactly(2) if q else None
-            await self._skip(s, n - 2 - tl - (2 if q else 0))
         else:
             topic = await s.readexactly(tl)
-            pid = await s.readexactly(2) if q else None
+        pid = await s.readexactly(2) if q else None
+        if topic is None or p > self.limits.get(topic, self.max_msg):
+            # too large: skipped without allocating it, acknowledged, counted
+            self.dropped += 1
+            await self._skip(s, n - 2 - tl - (2 if q else 0))
+            msg = None
+        else:
             msg = await s.readexactly(p)
         if pid is not None:
             await self._send(b"\x40\x02" + pid)
-        if p < 0:
+        if msg is None:
             return
         self.received += 1
         f = self.on_message
@@ -299,8 +305,11 @@ class Client:
         if not v[1]:
             raise OSError(104, "mqtt: connection lost before PUBACK")
 
-    async def subscribe(self, topic, qos=0):
+    async def subscribe(self, topic, qos=0, max_msg=None):
+        # max_msg: the largest message taken on this exact topic (else the client's max_msg)
         t = (_b(topic), 1 if qos else 0)
+        if max_msg is not None:
+            self.limits[t[0]] = max_msg
         if t not in self.subs:
             self.subs.append(t)
         if self.connected:

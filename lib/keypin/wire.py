@@ -163,3 +163,25 @@ def head(method, host, port, path, headers, n):
     if n is not None:
         h += "Content-Length: %d\r\n" % n
     return h.encode() + b"\r\n"
+
+
+class Saving:
+    # with Saving(path) as f: f.write(...) -- writes path.tmp, renamed over path only when the
+    # block ends normally; on any exception the .tmp is removed and nothing is in place
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.f = open(self.path + ".tmp", "wb")  # closed in __exit__
+        return self.f
+
+    def __exit__(self, et, ev, tb):
+        import os
+        self.f.close()
+        if et is None:
+            os.rename(self.path + ".tmp", self.path)
+            return
+        try:
+            os.remove(self.path + ".tmp")
+        except OSError as e:
+            print("keypin: %s.tmp not removed: %s" % (self.path, e))
