@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,17 @@ def host_findings(root: Path) -> list[Finding]:
         if nat.is_file():
             f.append(Finding(OK, f"SPKI module {arch}", f"native C module {nat.relative_to(root)}"))
             continue
-        fallback = "the viper module (mpy-cross)" if viper else "the pure-Python fallback"
+        if viper and ver:  # what keypin image puts in instead: does it compile for this arch?
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    out = Path(tmp) / image.VIPER
+                    image.compile_viper(root, out, arch)
+                    viper_ok = f"the viper module ({out.stat().st_size} bytes of {arch} code from mpy-cross)"
+                except CommandError as e:
+                    f.append(Finding(FAIL, f"SPKI module {arch}", f"the viper module does not compile: {e}",
+                                     "make deps (mpy-cross), or report the error"))
+                    continue
+        fallback = viper_ok if viper and ver else "the viper module" if viper else "the pure-Python fallback"
         tool = {"xtensawin": " (needs xtensa-esp32-elf-gcc from ESP-IDF)",
                 "rv32imc": " (needs MicroPython >= 1.25 sources)"}.get(arch, "")
         f.append(Finding(INFO if viper else WARN, f"SPKI module {arch}",
