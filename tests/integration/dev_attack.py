@@ -4,6 +4,10 @@
 # handshake succeeds it behaves like the protocol layers (send a line, read the reply, confirm).
 # With update=URL: keypin.update.Updater(store, state).poll(URL) instead (a signed pin update
 # fetched over pinned HTTPS), reporting its outcome.
+# With http=PATH [save=FILE] [max_body=N]: keypin.https.get of that path (streamed into FILE with
+# save()), reporting the status, the verdict and whether FILE (or FILE.tmp) exists afterwards.
+# With mqtt=USER:PASSWORD [hostile=1]: keypin.mqtt.Client connects (subscribed to the hostile
+# topics keypin/test/hostile/{cmd,pins} when hostile=1, polls them), then publishes "alive".
 # Prints one JSON line: the outcome, the error class/message/errno, the time taken, the
 # process's open file descriptors before and after, and every write/rename/remove of the
 # pin store's file layer.
@@ -112,6 +116,62 @@ try:
         out["update_last"] = u.last
         out["store_version"] = PinStore(store_path).doc["version"]
         raise SystemExit
+    if "http" in opt:
+        from keypin import https
+        from keypin import tls as _t
+        _t.resolve[host] = "127.0.0.1"
+        kw = {"timeout": timeout}
+        if "max_body" in opt:
+            kw["max_body"] = int(opt["max_body"])
+        url = "https://%s:%d%s" % (host, port, opt["http"])
+        try:
+            if "save" in opt:
+                r = https.get(url, stream=True, **kw)
+                out["status"], out["verdict"] = r.status, r.verdict
+                out["saved"] = r.save(opt["save"])
+            else:
+                r = https.get(url, **kw)
+                out["status"], out["verdict"], out["body"] = r.status, r.verdict, len(r.content)
+            out["connected"] = True
+        finally:
+            files = []
+            for f in (opt.get("save"), opt.get("save", "") + ".tmp"):
+                try:
+                    os.stat(f)
+                    files.append(f.rsplit("/", 1)[-1])
+                except (OSError, TypeError):
+                    pass
+            out["files"] = files
+        raise SystemExit
+    if "mqtt" in opt:
+        from keypin import mqtt
+        user, _, pw = opt["mqtt"].partition(":")
+        c = mqtt.Client(b"kp-attack", host, port, user=user.encode(), password=pw.encode(), store=st,
+                        addr="127.0.0.1", log=lambda m: None)
+        got = []
+        if "hostile" in opt:
+            def on_msg(topic, msg):
+                if topic.endswith(b"/pins"):
+                    json.loads(msg)
+                got.append(msg.decode())
+            c.set_callback(on_msg)
+            c.subscribe(b"keypin/test/hostile/cmd", max_msg=256)
+            c.subscribe(b"keypin/test/hostile/pins", max_msg=8192)
+        try:
+            c.connect()
+            out["connected"] = True
+            out["verdict"] = c.verdict
+            t1 = time.ticks_ms()
+            while "hostile" in opt and c.dropped + c.malformed + len(got) < 2 \
+                    and time.ticks_diff(time.ticks_ms(), t1) < 20000:
+                c.poll()
+                time.sleep_ms(20)
+            c.publish(b"keypin/test/attack", b"alive")
+            out["published"] = True
+            out["dropped"], out["malformed"], out["got"] = c.dropped, c.malformed, len(got)
+        finally:
+            c.disconnect()
+        raise SystemExit
     s = keypin.connect(host, port, timeout=timeout, cadata=cadata, addr="127.0.0.1")
     out["connected"] = True
     out["verdict"] = s.verdict
@@ -123,8 +183,8 @@ try:
         s.close()
     out["error"] = None
 except SystemExit:
-    out["error"] = None
-except keypin.KeypinError as e:
+    out.setdefault("error", None)
+except keypin.KeypinError as e:  # MQTTException (umqtt's) is not one: the last clause records it
     out["error"] = type(e).__name__
     out["msg"] = str(e)
     out["reason"] = getattr(e, "reason", None)

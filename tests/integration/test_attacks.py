@@ -454,3 +454,141 @@ def test_24_replayed_older_signed_update(tmp_path, pki, web, signers):
     data = signed_update(signers["s1"], 2, sets, signer_of(signers["s1"]))
     last = run_update(24, "replayed older signed update (v2 < v3)", tmp_path, pki, web, signers["s1"], data, 99)
     assert "not newer" in last["reason"], last
+
+
+# ---------------------------------------------------------------- the protocol layer (issue 12.5-12.7, 12.11)
+# A genuine handshake (the active key, or backup 0 for the rotation rows), then an attack on the
+# HTTP or MQTT exchange: the device must refuse the reply, write no file and no pin, rotate
+# nothing without a genuine reply, and close its socket.
+
+
+def judge_proto(n, attack, r, store, before, kinds, extra_ok, app, tls_cell):
+    pin_ops = [o for o in r["fs_ops"] if "/pins.json" in o]
+    siblings = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name + ".")
+                      and p.name != store.name + ".2")
+    unchanged = store.read_bytes() == before and not pin_ops and not siblings
+    closed = r["fds_after"] == r["fds_before"]
+    ok = r["error"] in kinds and unchanged and closed and extra_ok
+    if r["error"]:
+        outcome = _short(dict(r, connected=False))
+    elif "status" in r:
+        outcome = f"status {r['status']} reported, verdict stays {r.get('verdict')}"
+    else:
+        outcome = f"kept going: dropped {r.get('dropped')}, malformed {r.get('malformed')}, published"
+    ROWS.append({"n": n, "attack": attack, "outcome": outcome,
+                 "tls": tls_cell, "hs": "-", "app": app, "fds": f"{r['fds_before']}->{r['fds_after']}",
+                 "pins": "unchanged" if unchanged else "CHANGED: " + ", ".join(
+                     o.rsplit("/", 1)[-1] for o in pin_ops or siblings),
+                 "result": "PASS" if ok else "FAIL"})
+    assert r["error"] in kinds, r
+    assert unchanged, ("pins.json changed", pin_ops, siblings)
+    assert closed, f"socket left open: fds {r['fds_before']} -> {r['fds_after']}"
+    assert extra_ok, r
+
+
+def test_31_fin_relay_cuts_a_close_delimited_download(tmp_path, pki, web):
+    # real nginx serves 100 KiB without framing; a relay on the path forwards 16 KiB and sends a FIN
+    from helpers.scripted import FinRelay
+    (web.root / "f100k.bin").write_bytes(bytes(range(256)) * 400)
+    store = make_store(tmp_path, pki)
+    before = store.read_bytes()
+    dl = tmp_path / "download.bin"
+    with FinRelay(web.port, 16 * 1024) as relay:
+        r = device(store, relay.port, extra=["http=/nolen/f100k.bin", f"save={dl}"])
+    judge_proto(31, "FIN relay cuts a close-delimited download (save)", r, store, before, ("HTTPError",),
+                relay.fins == 1 and r["files"] == [], "GET only", "- (genuine key)")
+    assert "cannot be proven" in r["msg"] or "not saved" in r["msg"], r
+
+
+def test_32_fin_relay_cuts_a_chunked_download(tmp_path, pki, web):
+    from helpers.scripted import FinRelay
+    (web.root / "f100k.bin").write_bytes(bytes(range(256)) * 400)
+    store = make_store(tmp_path, pki)
+    before = store.read_bytes()
+    dl = tmp_path / "download.bin"
+    with FinRelay(web.port, 16 * 1024) as relay:
+        r = device(store, relay.port, extra=["http=/chunked/f100k.bin", f"save={dl}"])
+    judge_proto(32, "FIN relay cuts a chunked download (save)", r, store, before, ("HTTPError",),
+                relay.fins == 1 and r["files"] == [], "GET only", "- (genuine key)")
+
+
+def _scripted(n, attack, tmp_path, pki, reply, kinds, extra=(), drip=None, key="active", timeout=10):
+    from helpers.scripted import ScriptedHTTPS
+    crt, k = pki["files"][key]
+    store = make_store(tmp_path, pki)
+    before = store.read_bytes()
+    with ScriptedHTTPS(crt, k, reply, drip=drip, end="hold" if drip else "fin") as srv:
+        r = device(store, srv.port, timeout=timeout, extra=["http=/x", *extra])
+    return r, srv, store, before
+
+
+def test_33_negative_chunk_size(tmp_path, pki):
+    reply = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-10\r\n" + b"A" * 5000 + b"\r\n0\r\n\r\n")
+    r, _, store, before = _scripted(33, "", tmp_path, pki, reply, ("HTTPError",), extra=["max_body=1000"])
+    judge_proto(33, "negative chunk size past max_body=1000", r, store, before, ("HTTPError",),
+                "bad chunk size" in r.get("msg", ""), "GET only", "- (genuine key)")
+
+
+def test_34_slow_drip_response(tmp_path, pki):
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"x" * 40
+    r, srv, store, before = _scripted(34, "", tmp_path, pki, reply, ("OSError",), drip=0.25, timeout=2)
+    judge_proto(34, "response dripped 1 B/0.25 s (timeout=2)", r, store, before, ("OSError",),
+                r.get("errno") == 110 and srv.sent < len(reply), f"GET; {srv.sent}/{len(reply)} B out", "- (genuine key)")
+
+
+def test_35_backup_key_server_answers_404(tmp_path, pki):
+    # the server holding backup 0 is real nginx answering 404: a reply, but not a good one
+    crt, key = pki["files"]["b0"]
+    ng = Nginx(tmp_path, str(crt), str(key))
+    try:
+        store = make_store(tmp_path, pki)
+        before = store.read_bytes()
+        r = device(store, ng.port, extra=["http=/no-such-page"])
+    finally:
+        ng.stop()
+    judge_proto(35, "backup-key server answers 404 (nginx)", r, store, before, (None,),
+                r.get("status") == 404 and r.get("verdict") == "backup", "GET; 404 back", "- (backup 0)")
+
+
+def test_36_backup_key_server_answers_garbage(tmp_path, pki):
+    # a TLS server with backup 0's key that does not speak HTTP
+    crt, key = pki["files"]["b0"]
+    store = make_store(tmp_path, pki)
+    before = store.read_bytes()
+    with TLSServer(str(crt), str(key)) as srv:
+        r = device(store, srv.port, extra=["http=/"])
+    judge_proto(36, "backup-key server answers garbage", r, store, before, ("HTTPError",),
+                "status line" in r.get("msg", ""), "GET; garbage back", "- (backup 0)")
+
+
+def test_37_backup_key_broker_refuses_the_login(tmp_path, pki):
+    from helpers.realservers import Mosquitto
+    crt, key = pki["files"]["b0"]
+    b = Mosquitto(tmp_path, str(crt), str(key), users={"dev": "secret"})
+    try:
+        store = make_store(tmp_path, pki)
+        before = store.read_bytes()
+        r = device(store, b.port, extra=["mqtt=dev:wrong"])
+    finally:
+        b.stop()
+    judge_proto(37, "backup-key broker refuses login (CONNACK 5)", r, store, before, ("MQTTException", "MQTTError"),
+                True, "CONNECT; CONNACK 5", "- (backup 0)")
+
+
+def test_38_hostile_retained_messages(tmp_path, pki):
+    from helpers.realservers import Mosquitto
+    crt, key = pki["files"]["active"]
+    b = Mosquitto(tmp_path, str(crt), str(key), users={"dev": "secret"})
+    try:
+        b.publish("keypin/test/hostile/cmd", b"\xff\xfe", retain=True)
+        b.publish("keypin/test/hostile/pins", b"\x01" * (3 * 1024 * 1024), retain=True)
+        sub = b.subscriber("keypin/test/attack", count=1, timeout=60)
+        store = make_store(tmp_path, pki)
+        before = store.read_bytes()
+        r = device(store, b.port, extra=["mqtt=dev:secret", "hostile=1"])
+        got = sub.result()
+    finally:
+        b.stop()
+    judge_proto(38, "retained 2 B non-UTF-8 + 3 MB on subscribed topics", r, store, before, (None,),
+                (r.get("dropped"), r.get("malformed"), r.get("got")) == (1, 1, 0) and got == [
+                    ("keypin/test/attack", b"alive")], "SUBSCRIBE; 3 MB drained", "- (genuine key)")
