@@ -5,8 +5,19 @@ import sys
 sys.path.append("lib")
 
 
+def _asyncio(path):
+    # config "asyncio": true runs the app as asyncio tasks (keypin.aio_app, docs/asyncio.md)
+    from keypin import KeypinError, config
+    try:
+        return bool(config.load(path).get("asyncio"))
+    except KeypinError:  # no usable config: keypin.app.run says why
+        return False
+
+
 def run(cycles=None, config_path="config.json"):
     from keypin.app import run as _run
+    if _asyncio(config_path):
+        from keypin.aio_app import run as _run
     return _run(cycles, config_path)
 
 
