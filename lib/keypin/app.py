@@ -66,13 +66,15 @@ class App:
 
     def _hosts(self):
         # every host this device must keep reaching: a signed update may not leave one without a pin set
-        from keypin.https import _split
+        from keypin.wire import split
+        c = self.cfg
         out = []
-        if (self.cfg.get("mqtt") or {}).get("host"):
-            out.append(self.cfg["mqtt"]["host"])
-        for url in ((self.cfg.get("https") or {}).get("url"), (self.cfg.get("update") or {}).get("url")):
+        if (c.get("mqtt") or {}).get("host"):
+            out.append(c["mqtt"]["host"])
+        for sec in ("https", "update", "release"):  # check-in, signed updates, software releases
+            url = (c.get(sec) or {}).get("url")
             if url:
-                out.append(_split(url)[0])
+                out.append(split(url)[0])
         return out
 
     def _note(self, stream_verdict):

@@ -13,7 +13,7 @@ from micropython import const
 
 from keypin import wire
 from keypin.tls import connect
-from keypin.wire import HTTPError
+from keypin.wire import HTTPError, StatusError
 
 _PIECE = const(128)
 _MAXREDIR = const(3)
@@ -21,28 +21,7 @@ _MAXBODY = const(16384)  # .content when no max_body is given
 _MAX1XX = const(4)
 
 
-class StatusError(HTTPError):
-    # a genuine reply whose status the caller cannot use (e.g. 404 for an update URL)
-    def __init__(self, status, msg):
-        super().__init__(msg)
-        self.status = status
-
-
-def _split(url):
-    if not url.startswith("https://"):
-        raise HTTPError("only https:// URLs are pinned: %r" % url)
-    rest = url[8:]
-    i = rest.find("/")
-    hp, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
-    port = 443
-    if ":" in hp:
-        hp, p = hp.rsplit(":", 1)
-        if not p.isdigit() or not 0 < int(p) < 65536:
-            raise HTTPError("bad port in %r" % url)
-        port = int(p)
-    if not hp:
-        raise HTTPError("no host in %r" % url)
-    return hp.lower(), port, path
+_split = wire.split  # (host, port, path) of an https:// URL; keypin.setup uses it
 
 
 def _io(e, s):
@@ -168,7 +147,6 @@ class Response:
 
     def save(self, path, chunk=512, max_body=None):
         # stream a framed 2xx body to path.tmp, then rename: a cut download leaves no file
-        import os
         if not 200 <= self.status < 300:
             self.close()
             raise StatusError(self.status, "%s answered %d: nothing saved" % (self.url, self.status))
@@ -177,18 +155,10 @@ class Response:
             raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
                             "cannot be proven)" % self.url)
         n = 0
-        try:
-            with open(path + ".tmp", "wb") as f:
-                for d in self.iter_content(chunk, max_body):
-                    f.write(d)
-                    n += len(d)
-        except BaseException:
-            try:
-                os.remove(path + ".tmp")
-            except OSError:
-                pass
-            raise
-        os.rename(path + ".tmp", path)
+        with wire.Saving(path) as f:  # path.tmp, renamed into place only after the proven end
+            for d in self.iter_content(chunk, max_body):
+                f.write(d)
+                n += len(d)
         return n
 
     @property
@@ -262,14 +232,7 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
             t /= 1000
         s = connect(host, port, store=store, timeout=t, cadata=cadata)
         try:
-            hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: keypin\r\n" % (
-                method, path, host if port == 443 else "%s:%d" % (host, port))
-            if headers:
-                for k in headers:
-                    hdr += "%s: %s\r\n" % (k, headers[k])
-            if data is not None:
-                hdr += "Content-Length: %d\r\n" % len(data)
-            s.write(hdr.encode() + b"\r\n")
+            s.write(wire.head(method, host, port, path, headers, None if data is None else len(data)))
             if data:
                 s.write(data)
             r = Response(s, url, max_body, method, unframed)
@@ -292,15 +255,8 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
 
 
 def _follow(url, loc, store):
-    if loc.startswith("/"):
-        host, port, _ = _split(url)
-        return "https://%s:%d%s" % (host, port, loc)
-    host = _split(loc)[0]
     from keypin.tls import default_store
-    st = store or default_store()
-    if st.find(host) is None:
-        raise HTTPError("redirect to %s refused: no pin set covers that host" % host)
-    return loc
+    return wire.follow(url, loc, store or default_store())
 
 
 def get(url, **kw):
