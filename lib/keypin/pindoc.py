@@ -1,5 +1,6 @@
-# The pin document v2 (docs/pin-document.md): encode, decode, validate, v1 migration.
-# Shared by keypin.store, keypin.storeedit and keypin.update (none of them imports another).
+# The pin document v2 (docs/pin-document.md): encode, decode, validate. Shared by keypin.store,
+# keypin.storeedit and keypin.update (none of them imports another); the v1 migration, the CA
+# anchors and the purge of retired pins live in keypin.pindocx, loaded only when needed.
 import hashlib
 import json
 from binascii import hexlify
@@ -42,34 +43,17 @@ def parse(data):
 
 def decode(data):
     # -> v2 doc (a v1 document is migrated); raises ValueError with the reason
-    doc = migrate(parse(data))
+    doc = upgrade(parse(data))
     validate(doc)
     return doc
 
 
-def migrate(doc):
-    # keypin-pins/1 -> v2 in memory: active P -> [P], backups [P, Q] -> [[P], [Q]], every set's
-    # retired -> the top-level retired (union, order kept), fleet null
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT1:
-        return doc
-    ret: list = []
-    sets = {}
-    try:
-        for n, s in doc["sets"].items():
-            ns = {"hosts": s["hosts"], "active": [s["active"]], "backups": [[p] for p in s["backups"]],
-                  "policy": s["policy"]}
-            if s.get("allow_no_backup"):
-                ns["allow_no_backup"] = True
-            for p in s["retired"]:
-                if p not in ret:
-                    ret.append(p)
-            sets[n] = ns
-        new = {"format": FORMAT, "seq": doc["seq"], "version": doc["version"], "signer": doc["signer"],
-               "fleet": None, "retired": ret, "sets": sets}
-        purge(new, ret)  # a pin retired in one v1 set is retired everywhere now
-        return new
-    except (KeyError, TypeError, AttributeError):
-        raise ValueError("malformed keypin-pins/1 document")
+def upgrade(doc):
+    # a keypin-pins/1 document -> v2 (keypin.pindocx, loaded only for one); anything else as is
+    if isinstance(doc, dict) and doc.get("format") == FORMAT1:
+        from keypin.pindocx import migrate
+        return migrate(doc)
+    return doc
 
 
 def _int(v):
@@ -137,43 +121,6 @@ def validate_set(s):
         raise ValueError("no pin in service and no backup group")
 
 
-def ca_ders(s):
-    # the set's CA certificates as DER bytes, or None
-    if "ca" not in s:
-        return None
-    from binascii import a2b_base64
-    out = []
-    for c in s["ca"]:
-        try:
-            out.append(a2b_base64(c))
-        except ValueError:
-            raise ValueError("ca: a certificate is not base64")
-    return out
-
-
-def ca_pins(s):
-    # the pins of the set's CA certificates' keys
-    d = ca_ders(s)
-    if d is None:
-        return []
-    from keypin import CertError
-    from keypin.spki import pin_of
-    out = []
-    for der in d:
-        try:
-            out.append(pin_of(der))
-        except CertError as e:
-            raise ValueError("ca: not a certificate (%s)" % e)
-    return out
-
-
-def purge(doc, pins):
-    # retired pins leave every set (active and backup groups; an emptied group goes)
-    for s in doc["sets"].values():
-        s["active"] = [p for p in s["active"] if p not in pins]
-        s["backups"] = [g for g in ([p for p in g if p not in pins] for g in s["backups"]) if g]
-
-
 def validate(doc):
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError("format is not %s" % FORMAT)
@@ -203,9 +150,11 @@ def validate(doc):
             for p in set_pins(s):
                 if p in ret:
                     raise ValueError("pin %s is retired and never trusted again" % p)
-            for p in ca_pins(s):
-                if p in ret:
-                    raise ValueError("a ca certificate's key %s is retired" % p)
+            if "ca" in s:
+                from keypin.pindocx import ca_pins
+                for p in ca_pins(s):
+                    if p in ret:
+                        raise ValueError("a ca certificate's key %s is retired" % p)
         except (ValueError, PinFormatError) as e:
             raise ValueError("set %r: %s" % (name, e))
         for h in s["hosts"]:

@@ -6,7 +6,7 @@
 import os
 
 from keypin import PinFormatError, StoreError
-from keypin.pindoc import empty, encode, migrate, parse, purge, validate
+from keypin.pindoc import empty, encode, parse, upgrade, validate
 from keypin.pins import parse_pin
 
 _open = open
@@ -47,7 +47,7 @@ class _FS:
             return False
 
 
-_COPIES = ("", ".2", ".new", ".2.new")
+COPIES = ("", ".2", ".new", ".2.new")
 
 
 class PinStore:
@@ -67,9 +67,9 @@ class PinStore:
         errs = []
         best = bdata = None
         v1 = False
-        sfx: tuple = _COPIES
+        sfx: tuple = COPIES
         if not (fs.exists(p + ".2") or fs.exists(p + ".2.new")):
-            sfx = _COPIES + (".old",)  # a keypin-pins/1 store's previous generation
+            sfx = COPIES + (".old",)  # a keypin-pins/1 store's previous generation
         for x in sfx:
             if not fs.exists(p + x):
                 raw[x] = None
@@ -77,7 +77,7 @@ class PinStore:
             try:
                 data = raw[x] = fs.read(p + x)
                 o = parse(data)
-                d = migrate(o)
+                d = upgrade(o)
                 validate(d)
             except Exception as e:
                 errs.append((x, str(e)))
@@ -97,33 +97,10 @@ class PinStore:
             best = empty()
         elif (raw[""] != bdata or raw[".2"] != bdata) and not (v1 and raw[""] == bdata):
             # (a keypin-pins/1 document in P is migrated in memory; the next write stores v2)
-            self._repair(best, bdata, raw, errs, v1)
+            from keypin.pindocx import repair
+            repair(self, best, bdata, raw, errs, v1)
         self.doc = best
         self._dig = {}
-
-    def _repair(self, best, bdata, raw, errs, v1):
-        # the newest document is not in both P and P.2: log, note, write both copies
-        p = self.path
-        if not (raw[""] == bdata and raw[".2"] is None and raw[".new"] is None and raw[".2.new"] is None
-                and not v1):
-            # (P alone is a freshly provisioned store: its second copy is made silently)
-            why = dict(errs)
-            bad = []
-            for x in ("", ".2"):
-                if raw[x] != bdata:
-                    bad.append("%s: %s" % (p + x, why.get(x) or ("missing" if raw[x] is None else "older")))
-            src = "?"
-            for x in _COPIES + (".old",):
-                if raw.get(x) == bdata:
-                    src = p + x
-                    break
-            note = "store: %s; using %s (seq %d)" % (", ".join(bad), src, best["seq"])
-            print("keypin: " + note)
-            self.notes.append(note)
-        try:
-            self._write(encode(best) if v1 else bdata, raw)
-        except OSError as e:
-            print("keypin: store: repair of %s failed: %s" % (p, e))
 
     def _write(self, data, raw=None):
         fs, p = self._fs, self.path
@@ -208,19 +185,16 @@ class PinStore:
             self._dig[name] = d
         return d
 
-    def backup_pins(self, name):
-        # the backup pins as text, flat, in the order of digests(name)[1]
-        out = []
-        for grp in self.get(name)["backups"]:
-            out += grp
-        return out
-
     def ca_ders(self, name):
         # the set's CA certificates (DER bytes) for CA+pin mode, or None; cached like digests
         k = "ca:" + name
         if k not in self._dig:
-            from keypin.pindoc import ca_ders
-            self._dig[k] = ca_ders(self.get(name))
+            s = self.get(name)
+            if "ca" in s:
+                from keypin.pindocx import ca_ders
+                self._dig[k] = ca_ders(s)
+            else:
+                self._dig[k] = None
         return self._dig[k]
 
     # ---- edits from the REPL or the CLI: the code lives in keypin.storeedit, loaded on use ----
@@ -267,6 +241,7 @@ class PinStore:
         doc["retired"] += gone
         s["active"] = g[k]
         s["backups"] = g[k + 1:]
+        from keypin.pindocx import purge
         purge(doc, gone)  # the retired pins leave every other set too
         if not s["backups"]:
             s["allow_no_backup"] = True  # the device must keep working; the status reports it

@@ -2,7 +2,8 @@
 # that a device that only connects and rotates never loads them. Each edit is one atomic
 # document replace through PinStore._commit (refused if the flash is newer than the edit's base).
 from keypin import PinFormatError, StoreError
-from keypin.pindoc import check_name, purge, set_pins, validate_set
+from keypin.pindoc import check_name, set_pins, validate_set
+from keypin.pindocx import purge
 from keypin.pins import parse_pin
 
 

@@ -119,7 +119,8 @@ def check(store, data, device=None, hosts=()):
     if not isinstance(sets, dict) or not sets:
         raise Refused("malformed: sets must be a non-empty object")
     retired = store.doc["retired"]
-    from keypin.pindoc import ca_pins, set_pins
+    from keypin.pindoc import set_pins
+    from keypin.pindocx import ca_pins
     for n, s in sets.items():
         if not isinstance(s, dict) or not isinstance(s.get("active"), list) or not isinstance(s.get("backups"), list) \
                 or any(not isinstance(g, list) for g in s["backups"]):

@@ -1,0 +1,93 @@
+# The less travelled paths of the pin document (keypin.pindoc): the keypin-pins/1 migration,
+# the sets' CA anchors, the purge of retired pins from every set (rotation, retire), and the
+# repair of the two current copies after a fallback (keypin.store.load).
+from binascii import a2b_base64
+
+from keypin.pindoc import FORMAT, FORMAT1, encode
+
+
+def ca_ders(s):
+    # the set's CA certificates as DER bytes, or None
+    if "ca" not in s:
+        return None
+    out = []
+    for c in s["ca"]:
+        try:
+            out.append(a2b_base64(c))
+        except ValueError:
+            raise ValueError("ca: a certificate is not base64")
+    return out
+
+
+def ca_pins(s):
+    # the pins of the set's CA certificates' keys
+    d = ca_ders(s)
+    if d is None:
+        return []
+    from keypin import CertError
+    from keypin.spki import pin_of
+    out = []
+    for der in d:
+        try:
+            out.append(pin_of(der))
+        except CertError as e:
+            raise ValueError("ca: not a certificate (%s)" % e)
+    return out
+
+
+def purge(doc, pins):
+    # retired pins leave every set (active and backup groups; an emptied group goes)
+    for s in doc["sets"].values():
+        s["active"] = [p for p in s["active"] if p not in pins]
+        s["backups"] = [g for g in ([p for p in g if p not in pins] for g in s["backups"]) if g]
+
+
+
+def migrate(doc):
+    # keypin-pins/1 -> v2 in memory: active P -> [P], backups [P, Q] -> [[P], [Q]], every set's
+    # retired -> the top-level retired (union, order kept), fleet null
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT1:
+        return doc
+    ret: list = []
+    sets = {}
+    try:
+        for n, s in doc["sets"].items():
+            ns = {"hosts": s["hosts"], "active": [s["active"]], "backups": [[p] for p in s["backups"]],
+                  "policy": s["policy"]}
+            if s.get("allow_no_backup"):
+                ns["allow_no_backup"] = True
+            for p in s["retired"]:
+                if p not in ret:
+                    ret.append(p)
+            sets[n] = ns
+        new = {"format": FORMAT, "seq": doc["seq"], "version": doc["version"], "signer": doc["signer"],
+               "fleet": None, "retired": ret, "sets": sets}
+        purge(new, ret)  # a pin retired in one v1 set is retired everywhere now
+        return new
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError("malformed keypin-pins/1 document")
+
+
+def repair(st, best, bdata, raw, errs, v1):
+    # the newest document is not in both P and P.2: log, note, write both copies
+    p = st.path
+    if not (raw[""] == bdata and raw[".2"] is None and raw[".new"] is None and raw[".2.new"] is None
+            and not v1):
+        # (P alone is a freshly provisioned store: its second copy is made silently)
+        why = dict(errs)
+        bad = []
+        for x in ("", ".2"):
+            if raw[x] != bdata:
+                bad.append("%s: %s" % (p + x, why.get(x) or ("missing" if raw[x] is None else "older")))
+        src = "?"
+        for x in ("", ".2", ".new", ".2.new", ".old"):
+            if raw.get(x) == bdata:
+                src = p + x
+                break
+        note = "store: %s; using %s (seq %d)" % (", ".join(bad), src, best["seq"])
+        print("keypin: " + note)
+        st.notes.append(note)
+    try:
+        st._write(encode(best) if v1 else bdata, raw)
+    except OSError as e:
+        print("keypin: store: repair of %s failed: %s" % (p, e))
