@@ -53,6 +53,29 @@ def kp(capsys, monkeypatch):
     return run
 
 
+@pytest.fixture
+def kpc(monkeypatch):
+    """kpc(*argv, stdin=b"", env={}) -> Result: the same, through the real console script .venv/bin/keypin."""
+    exe = ROOT / ".venv" / "bin" / "keypin"
+    if not exe.exists():
+        pytest.fail(f"{exe} missing: run make deps")
+
+    def run(*argv, stdin=None, env=None):
+        e = {k: v for k, v in os.environ.items() if k not in ("KEYPIN_PASSPHRASE", "RENEWED_LINEAGE")}
+        for k, v in (env or {}).items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+        r = subprocess.run([str(exe), *map(str, argv)], input=stdin, capture_output=True, env=e, timeout=120,
+                           check=False)
+        out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+        assert "Traceback" not in err, err
+        return Result(r.returncode, out, err)
+
+    return run
+
+
 def openssl_pin_of_cert(pem: bytes, inform="PEM") -> str:
     """The reference pipeline: openssl x509 -pubkey | openssl pkey -pubin -outform DER | dgst | base64."""
     if not shutil.which("openssl"):

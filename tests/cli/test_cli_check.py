@@ -99,65 +99,65 @@ def test_check_errors(kp, pki, tmp_path):
     assert r.rc == 1 and r.err.startswith("keypin: check: the following arguments are required: --host")
 
 
-def test_mismatch_names_the_sni_host_and_json(kp, pki, tls_server, tmp_path):
-    """The report names the host the set was found by (the SNI name), like the device; --json has the verdict."""
+def test_mismatch_names_the_sni_host_and_json(kpc, pki, tls_server, tmp_path):
+    """Through the console script. The report names the host the set was found by (the SNI name), like the device; --json has the verdict."""
     import json
     k, other = pki.key("ec"), pki.key("ec")
     f = tmp_path / "pins.json"
-    _doc(kp, f, pki.pin(k), [pki.pin(pki.key("ec"))], name="api", host="api.example.test")
+    _doc(kpc, f, pki.pin(k), [pki.pin(pki.key("ec"))], name="api", host="api.example.test")
     srv = tls_server(*pki.server_files("o", other, "api.example.test"))
-    r = kp("check", "--host", srv.addr, "--pinset", f, "--sni", "api.example.test")
+    r = kpc("check", "--host", srv.addr, "--pinset", f, "--sni", "api.example.test")
     assert r.rc == 1
     assert f"  Peer certificate chain for 127.0.0.1:{srv.port} (SNI api.example.test):\n" in r.err, r.err
     assert "  Pinned keys for api.example.test (set 'api', policy leaf):\n" in r.err
     assert "127.0.0.1 (set" not in r.err
-    r = kp("check", "--host", srv.addr, "--pinset", f, "--sni", "api.example.test", "--json")
+    r = kpc("check", "--host", srv.addr, "--pinset", f, "--sni", "api.example.test", "--json")
     assert r.rc == 1 and r.err.startswith("keypin: check: Certificate pinning failure! (unknown key)")
     j = json.loads(r.out)
     assert (j["command"], j["schema"], j["outcome"], j["exit"], j["set"], j["sni"]) == (
         "check", 1, "unknown", 1, "api", "api.example.test")
     assert [e["depth"] for e in j["chain"]] == [1, 0] and j["chain"][1]["pin"] == pki.pin(other)
     srv = tls_server(*pki.server_files("k", k, "api.example.test"))
-    j = json.loads(kp("check", "--host", srv.addr, "--pinset", f, "--set", "api", "--json").out)
+    j = json.loads(kpc("check", "--host", srv.addr, "--pinset", f, "--set", "api", "--json").out)
     assert (j["outcome"], j["exit"], j["depth"], j["pin"]) == ("active", 0, 0, pki.pin(k))
 
 
-def test_check_warns_like_image(kp, pki, tls_server, tmp_path):
+def test_check_warns_like_image(kpc, pki, tls_server, tmp_path):
     k = pki.key("ec")
     f = tmp_path / "pins.json"
-    assert kp("pinset", "new", "--file", f, "--name", "solo", "--host", "127.0.0.1", "--active", pki.pin(k),
+    assert kpc("pinset", "new", "--file", f, "--name", "solo", "--host", "127.0.0.1", "--active", pki.pin(k),
               "--allow-no-backup").rc == 0
     srv = tls_server(*pki.server_files("solo", k))
-    r = kp("check", "--host", srv.addr, "--pinset", f)
+    r = kpc("check", "--host", srv.addr, "--pinset", f)
     assert r.rc == 0 and "keypin: note: set solo has no backup pin" in r.err, r
-    inter_pin = kp("pin", "-q", pki.write("inter.pem", pki.pem(pki.inter))).out.strip()
+    inter_pin = kpc("pin", "-q", pki.write("inter.pem", pki.pem(pki.inter))).out.strip()
     f2 = tmp_path / "any.json"
-    _doc(kp, f2, inter_pin, [pki.pin(pki.key("ec"))], policy="any")
-    r = kp("check", "--host", srv.addr, "--pinset", f2)
+    _doc(kpc, f2, inter_pin, [pki.pin(pki.key("ec"))], policy="any")
+    r = kpc("check", "--host", srv.addr, "--pinset", f2)
     assert r.rc == 0 and "policy any" in r.err and "without a CA they refuse to connect" in r.err, r
 
 
-def test_bad_addresses_and_timeouts(kp, pki, tls_server, tmp_path):
+def test_bad_addresses_and_timeouts(kpc, pki, tls_server, tmp_path):
     k = pki.key("ec")
     f = tmp_path / "pins.json"
-    _doc(kp, f, pki.pin(k), [pki.pin(pki.key("ec"))], host="localhost")
+    _doc(kpc, f, pki.pin(k), [pki.pin(pki.key("ec"))], host="localhost")
     srv = tls_server(*pki.server_files("u", k))
     # a URL is accepted: the host and port are taken from it, the path ignored
-    r = kp("check", "--host", f"https://localhost:{srv.port}/some/path", "--pinset", f)
+    r = kpc("check", "--host", f"https://localhost:{srv.port}/some/path", "--pinset", f)
     assert r.rc == 0, r
-    r = kp("check", "--host", "http://localhost/", "--pinset", f)
+    r = kpc("check", "--host", "http://localhost/", "--pinset", f)
     assert r.rc == 1 and "a http:// URL (no TLS there" in r.err, r
-    r = kp("check", "--host", "api.example.com:https", "--pinset", f)
+    r = kpc("check", "--host", "api.example.com:https", "--pinset", f)
     assert r.rc == 1 and "'https' is not a number" in r.err
     for bad in ("0", "-1", "nan"):
-        r = kp("check", "--host", srv.addr, "--pinset", f, "--timeout", bad)
+        r = kpc("check", "--host", srv.addr, "--pinset", f, "--timeout", bad)
         assert r.rc == 1 and r.err.startswith("keypin: check: argument --timeout: "), r
         assert "Operation now in progress" not in r.err and "Traceback" not in r.err
-    r = kp("check", "--host", srv.addr, "--pinset", f, "--timeout", "banana")
+    r = kpc("check", "--host", srv.addr, "--pinset", f, "--timeout", "banana")
     assert r.rc == 1 and "argument --timeout: 'banana' is not a number of seconds" in r.err, r
 
 
-def test_tls_failure_is_a_sentence(kp, tmp_path):
+def test_tls_failure_is_a_sentence(kpc, tmp_path):
     """A server that does not speak TLS: no [SSL: ...] tag, no _ssl.c internals."""
     import socket
     import threading
@@ -171,7 +171,7 @@ def test_tls_failure_is_a_sentence(kp, tmp_path):
         c.close()
     t = threading.Thread(target=serve)
     t.start()
-    r = kp("pin", "--host", f"127.0.0.1:{port}", "--timeout", "5")
+    r = kpc("pin", "--host", f"127.0.0.1:{port}", "--timeout", "5")
     t.join(10)
     ls.close()
     assert r.rc == 1 and r.err.startswith(f"keypin: pin: TLS handshake with 127.0.0.1:{port} failed: "), r
