@@ -122,7 +122,7 @@ def check(store, data, device=None, hosts=()):
     from keypin.pindoc import set_pins
     from keypin.pindocx import ca_pins
     for n, s in sets.items():
-        if not isinstance(s, dict) or not isinstance(s.get("active"), list) or not isinstance(s.get("backups"), list) \
+        if not isinstance(s, dict) or any(not isinstance(s.get(k), list) for k in ("hosts", "active", "backups")) \
                 or any(not isinstance(g, list) for g in s["backups"]):
             raise Refused(f"malformed: set {n!r}")
         if not s["backups"]:

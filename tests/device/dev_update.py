@@ -300,7 +300,13 @@ def test_malformed_refused():
                        (upd(K1, 1, {"api": SET(1, [2, 3])}, signer="ed25519/AAAA"), "bad signer"),
                        (upd(K1, 1, {}), "malformed"),
                        (upd(K1, "2", {"api": SET(1, [2, 3])}), "not newer"),
-                       (upd(K1, 1, {"bad name!": SET(1, [2, 3])}), "invalid")):
+                       (upd(K1, 1, {"bad name!": SET(1, [2, 3])}), "invalid"),
+                       (upd(K1, 1, {"api": dict(SET(1, [2, 3]), hosts=7)}), "malformed"),
+                       (upd(K1, 1, {"api": dict(SET(1, [2, 3]), active=P(1))}), "malformed"),
+                       (upd(K1, 1, {"api": dict(SET(1, [2, 3]), backups=[P(2)])}), "malformed"),
+                       (upd(K1, 1, {"api": SET(1, [2, 3])}, audience={"fleet": 3}), "malformed"),
+                       (upd(K1, 1, {"api": SET(1, [2, 3])}, audience={"fleet": FLEET, "x": 1}), "malformed"),
+                       (upd(K1, 1, {"api": SET(1, [2, 3])}, extra={"retired": "x"}), "malformed")):
         try:
             check(st, data)
         except keypin.KeypinError as e:
