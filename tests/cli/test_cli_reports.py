@@ -145,7 +145,8 @@ def test_reconnects_after_the_broker_restarts(tmp_path):
 def test_bad_values_are_refused_readably():
     for args, want in ((("--timeout", "-1"), "argument --timeout: '-1': give 0 (no limit) or a positive number"),
                        (("--count", "many"), "argument --count: 'many' is not a whole number"),
-                       (("--connect-timeout", "0"), "argument --connect-timeout: '0': a timeout must be more than 0")):
+                       (("--connect-timeout", "0"), "argument --connect-timeout: '0': a timeout must be more than 0"),
+                       (("--port", "99999"), "argument --port: '99999': a port is 1..65535")):
         r = keypin("reports", "--host", "127.0.0.1", *args)
         assert r.returncode == 1 and r.stderr.startswith("keypin: reports: " + want), r.stderr
         assert "Traceback" not in r.stderr

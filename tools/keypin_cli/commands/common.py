@@ -98,6 +98,13 @@ def count(text: str) -> int:
     return v
 
 
+def tcp_port(text: str) -> int:
+    v = _number(text, "a port number", int)
+    if not 0 < v < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1..65535")
+    return v
+
+
 def address(text: str) -> int:
     """A flash address: decimal or 0x hex, >= 0."""
     try:

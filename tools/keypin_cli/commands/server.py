@@ -10,7 +10,7 @@ from .. import decide, hook, material, mqttsub, pindoc, reports
 from ..errors import CommandError
 from ..tlsprobe import fetch_chain
 from ..util import add_json_arg, emit_json, note, parse_hostport, progress, read_input, tls_error_text
-from .common import count, seconds, seconds_or_0
+from .common import count, seconds, seconds_or_0, tcp_port
 
 
 def cmd_reports(a) -> int:
@@ -166,7 +166,7 @@ def args_certbot_hook(p):
 
 def args_reports(p):
     p.add_argument("--host", required=True, help="MQTT broker")
-    p.add_argument("--port", type=int, default=None, help="broker port (default 1883; 8883 with --tls)")
+    p.add_argument("--port", type=tcp_port, default=None, help="broker port (default 1883; 8883 with --tls)")
     p.add_argument("--user", help="broker user name")
     p.add_argument("--password", help="broker password")
     p.add_argument("--tls", action="store_true", help="TLS, verified against the system CAs (or --cafile)")
