@@ -176,7 +176,9 @@ def copy_files(port: str, pairs: list[tuple[str, str]]) -> None:
     done = 0
     for run in batches(pairs, sizes, BATCH_BYTES):
         meter.show(done, f", {pairs[run[0]][1]}")
-        run_mpremote(copy_command(port, [pairs[i] for i in run]), f"copying {pairs[run[0]][1]}", quiet=True)
+        # mpremote's own "cp ..." lines are captured: the meter is the one line that moves
+        run_mpremote(copy_command(port, [pairs[i] for i in run]), f"copying {pairs[run[0]][1]}", capture=True,
+                     quiet=True)
         done += sum(sizes[i] for i in run)
     meter.show(done)
     meter.end()
