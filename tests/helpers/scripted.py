@@ -12,65 +12,22 @@ relay cannot make one) and drops the upstream: the "cut download" of a path an a
 Every wait is bounded.
 """
 import socket
-import ssl
-import threading
 import time
 
-
-class _Base:
-    def __init__(self):
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(8)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
-        self.accepted = 0
-        self.errors = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:  # accept() timed out or the socket was closed
-                continue
-            self.accepted += 1
-            try:
-                self._one(c)
-            except (OSError, ValueError) as e:  # the client hung up, a timeout: recorded
-                self.errors.append(repr(e))
-            finally:
-                c.close()
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(30)
-        self.lsock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
+from helpers.servers import TLSServer
 
 
-class ScriptedHTTPS(_Base):
+class ScriptedHTTPS(TLSServer):
     def __init__(self, certfile, keyfile, reply, drip=None, end="notify", hold=20.0, prefix=b""):
         assert end in ("notify", "fin", "hold")
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(certfile), str(keyfile))
         self.reply, self.drip, self.end, self.hold, self.prefix = reply, drip, end, hold, prefix
         self.requests = []
         self.handshakes = 0
         self.sent = 0  # reply bytes sent (all connections)
         self.client_hung_up = False  # the client closed before the whole reply was sent
-        super().__init__()
+        super().__init__(certfile, keyfile)
 
     def _one(self, c):
-        c.settimeout(5)
         s = self.ctx.wrap_socket(c, server_side=True)
         self.handshakes += 1
         head = b""
@@ -126,12 +83,12 @@ class ScriptedHTTPS(_Base):
                     return
 
 
-class FinRelay(_Base):
+class FinRelay(TLSServer):
     def __init__(self, upstream_port, cut):
         self.upstream_port, self.cut = upstream_port, cut
         self.down = 0  # server -> client bytes relayed
         self.fins = 0
-        super().__init__()
+        super().__init__(None, None)  # plain TCP: the relay never sees inside TLS
 
     def _one(self, c):
         # whole TLS records only, so that the client sees a clean end of stream after the last

@@ -11,8 +11,10 @@ import threading
 
 class TLSServer:
     def __init__(self, certfile, keyfile, host="127.0.0.1", port=0, max_version=None):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(certfile), str(keyfile))
+        self.ctx = None  # certfile None: a plain TCP server for subclasses (tests/helpers/scripted.py)
+        if certfile is not None:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(str(certfile), str(keyfile))
         if max_version:
             self.ctx.maximum_version = max_version
         self.lsock = socket.socket()
@@ -39,22 +41,26 @@ class TLSServer:
             self.accepted += 1
             c.settimeout(5)
             try:
-                with self.ctx.wrap_socket(c, server_side=True) as s:
-                    self.handshakes += 1
-                    buf = b""
-                    while True:
-                        d = s.recv(4096)
-                        if not d:
-                            break
-                        self.received += d
-                        buf += d
-                        while b"\n" in buf:
-                            line, buf = buf.split(b"\n", 1)
-                            s.sendall(b"OK " + line + b"\n")
+                self._one(c)
             except OSError as e:  # handshake refused by the client (ssl.SSLError), timeouts, resets
                 self.errors.append(repr(e))
             finally:
                 c.close()
+
+    def _one(self, c):
+        # one accepted connection (subclasses answer differently)
+        with self.ctx.wrap_socket(c, server_side=True) as s:
+            self.handshakes += 1
+            buf = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                self.received += d
+                buf += d
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    s.sendall(b"OK " + line + b"\n")
 
     def stop(self):
         self._stop.set()
