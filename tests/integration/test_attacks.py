@@ -486,30 +486,26 @@ def judge_proto(n, attack, r, store, before, kinds, extra_ok, app, tls_cell):
     assert extra_ok, r
 
 
-def test_31_fin_relay_cuts_a_close_delimited_download(tmp_path, pki, web):
-    # real nginx serves 100 KiB without framing; a relay on the path forwards 16 KiB and sends a FIN
+def _fin_relay(n, attack, tmp_path, pki, web, path):
+    # real nginx serves 100 KiB; a relay on the path forwards 16 KiB of it and sends a FIN
     from helpers.scripted import FinRelay
     (web.root / "f100k.bin").write_bytes(bytes(range(256)) * 400)
     store = make_store(tmp_path, pki)
     before = store.read_bytes()
-    dl = tmp_path / "download.bin"
     with FinRelay(web.port, 16 * 1024) as relay:
-        r = device(store, relay.port, extra=["http=/nolen/f100k.bin", f"save={dl}"])
-    judge_proto(31, "FIN relay cuts a close-delimited download (save)", r, store, before, ("HTTPError",),
-                relay.fins == 1 and r["files"] == [], "GET only", "- (genuine key)")
+        r = device(store, relay.port, extra=[f"http={path}", f"save={tmp_path / 'download.bin'}"])
+    judge_proto(n, attack, r, store, before, ("HTTPError",), relay.fins == 1 and r["files"] == [], "GET only",
+                "- (genuine key)")
+    return r
+
+
+def test_31_fin_relay_cuts_a_close_delimited_download(tmp_path, pki, web):
+    r = _fin_relay(31, "FIN relay cuts a close-delimited download (save)", tmp_path, pki, web, "/nolen/f100k.bin")
     assert "cannot be proven" in r["msg"] or "not saved" in r["msg"], r
 
 
 def test_32_fin_relay_cuts_a_chunked_download(tmp_path, pki, web):
-    from helpers.scripted import FinRelay
-    (web.root / "f100k.bin").write_bytes(bytes(range(256)) * 400)
-    store = make_store(tmp_path, pki)
-    before = store.read_bytes()
-    dl = tmp_path / "download.bin"
-    with FinRelay(web.port, 16 * 1024) as relay:
-        r = device(store, relay.port, extra=["http=/chunked/f100k.bin", f"save={dl}"])
-    judge_proto(32, "FIN relay cuts a chunked download (save)", r, store, before, ("HTTPError",),
-                relay.fins == 1 and r["files"] == [], "GET only", "- (genuine key)")
+    _fin_relay(32, "FIN relay cuts a chunked download (save)", tmp_path, pki, web, "/chunked/f100k.bin")
 
 
 def _scripted(n, attack, tmp_path, pki, reply, kinds, extra=(), drip=None, key="active", timeout=10):
