@@ -103,6 +103,7 @@ class Client:
         self.max_msg = _MAXMSG
         self.dropped = 0  # messages larger than their limit, drained unread
         self.malformed = 0  # messages the callback could not use (it raised)
+        self.packets = 0  # packets read
         self._buf = bytearray(_PIECE)
         self._cb = None
         self.c.cb = self._deliver
@@ -209,6 +210,7 @@ class Client:
             return None
         if res == b"":
             raise OSError(-1)
+        self.packets += 1
         op = res[0]
         if op == 0xD0:  # PINGRESP
             if self._read(1) != b"\0":
@@ -270,6 +272,14 @@ class Client:
 
     def wait_msg(self):
         return self._wait_msg()
+
+    def poll(self, most=8):
+        # every packet already waiting (at most `most`), without blocking
+        for _ in range(most):
+            n = self.packets
+            self.check_msg()
+            if self.packets == n:
+                return
 
     def disconnect(self):
         if self.connected:
