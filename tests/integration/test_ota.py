@@ -1,0 +1,233 @@
+"""Software releases end to end: `keypin release --publish` into the directory real nginx serves,
+the device (a `keypin image` in the Unix port, powered on by tests/standins/power_on.py: the
+esp32 partition stand-in's bootloader, boot.py, main.py) updates itself over pinned HTTPS into
+an A/B slot, reboots, passes its pinned self-test and commits; power cuts at every step end in the
+old or the new release; bad releases are refused with their reason and nothing changed; a
+release whose main.py crashes is rolled back after the boot limit; a MITM gets zero bytes."""
+import base64
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from helpers.pki import CA, new_key, pin
+from helpers.realservers import Mosquitto, Nginx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KEYPIN = str(ROOT / ".venv/bin/keypin")
+UPY = str(ROOT / ".venv/bin/micropython")
+STANDINS = ROOT / "tests" / "standins"
+HOST = "device.example.test"
+DEV = "dev-1"
+FLEET = "plant-a"
+RESET = 75  # boot.reset(): the software reset the board
+
+
+def signer_of(key):
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519/" + base64.b64encode(raw).decode()
+
+
+def write_key(path, key):
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def pins_document(pins, fleet=FLEET):
+    """The device's pin store, in the format lib/keypin/store.py writes (v1 or v2), naming its fleet."""
+    v2 = (ROOT / "lib/keypin/pindoc.py").is_file() and 'FORMAT = "keypin-pins/2"' in (
+        ROOT / "lib/keypin/pindoc.py").read_text()
+    s = {"hosts": [HOST], "policy": "leaf"}
+    if v2:
+        s.update(active=[pins["active"]], backups=[[pins["b0"]], [pins["b1"]]])
+        doc = {"format": "keypin-pins/2", "seq": 1, "version": 0, "signer": None, "fleet": fleet,
+               "retired": [], "sets": {"fleet": s}}
+    else:
+        s.update(active=pins["active"], backups=[pins["b0"], pins["b1"]], retired=[])
+        doc = {"format": "keypin-pins/1", "seq": 1, "version": 0, "signer": None, "fleet": fleet,
+               "sets": {"fleet": s}}
+    line = json.dumps(doc).encode()
+    return line + b"\nsha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ota")
+    ca = CA("OTA")
+    keys = {n: new_key() for n in ("active", "b0", "b1", "mitm")}
+    signers = {n: ed25519.Ed25519PrivateKey.generate() for n in ("rel", "evil", "next")}
+    return {"dir": d, "files": {n: ca.write_chain(d, n, k, HOST) for n, k in keys.items()},
+            "pins": {n: pin(k) for n, k in keys.items()}, "signers": signers,
+            "keyfiles": {n: write_key(d / f"{n}.key", k) for n, k in signers.items()}}
+
+
+@pytest.fixture(scope="module")
+def image(pki):
+    """The factory software: one x64 image built by the CLI (no config, no pins: the device's own)."""
+    out = pki["dir"] / "image"
+    r = subprocess.run([KEYPIN, "image", "--out", str(out), "--arch", "x64"], check=False, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "lib/keypin/ota.mpy").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def servers(pki):
+    crt, key = pki["files"]["active"]
+    ng = Nginx(pki["dir"], str(crt), str(key))
+    mq = Mosquitto(pki["dir"], str(crt), str(key), users={"dev": "secret"})
+    yield ng, mq
+    ng.stop()
+    mq.stop()
+
+
+def release(pki, image, version, publish, *extra, key="rel", check=True):
+    """keypin release, as an operator runs it -> (returncode, stdout + stderr)."""
+    argv = [KEYPIN, "release", "--key", str(pki["keyfiles"][key]), "--version", str(version), "--fleet", FLEET,
+            "--image", str(image), "--publish", str(publish), *map(str, extra)]
+    r = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r.returncode, r.stdout + r.stderr
+
+
+def marked_main(d, version, crash=False):
+    """A main.py that says which release runs (or crashes), for --file ...=main.py."""
+    src = (ROOT / "main.py").read_text()
+    p = d / f"main-{version}.py"
+    p.write_text((f'raise RuntimeError("release {version} is broken")\n' if crash else "")
+                 + f'print("software: release {version}")\n' + src)
+    return p
+
+
+def device(pki, image, tmp_path, servers, rel="rel", **over):
+    ng, mq = servers
+    d = tmp_path / "device"
+    shutil.copytree(image, d)
+    (d / "MANIFEST").unlink()
+    for name in ("pins.json", "pins.json.2"):  # both current copies (v2): the store has nothing to repair
+        (d / name).write_bytes(pins_document(pki["pins"]))
+    cfg = {"device_id": DEV, "pins": "pins.json", "hosts": {HOST: "127.0.0.1"}, "cycles": 1, "period": 0,
+           "mqtt": {"host": HOST, "port": mq.port, "user": "dev", "password": "secret", "tries": 2},
+           "https": {"url": f"https://{HOST}:{ng.port}/checkin", "interval": 300},
+           "release": {"url": f"https://{HOST}:{ng.port}/files/{rel}/", "signer": signer_of(pki["signers"]["rel"]),
+                       "boots": 3}}
+    cfg.update(over)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def power_on(d, standins=True):
+    """One power-on in the Unix port -> (exit status, output)."""
+    path = f".frozen:{d}/lib:{ROOT}/build/umqtt-pypi" + (f":{STANDINS}" if standins else "")
+    p = subprocess.run([UPY, str(STANDINS / "power_on.py")], check=False, cwd=d, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, MICROPYPATH=path))
+    return p.returncode, p.stdout + p.stderr
+
+
+def boots(d, n=8, **kw):
+    """Power on again after every reset, at most n times -> [(status, output)]."""
+    out = []
+    for _ in range(n):
+        out.append(power_on(d, **kw))
+        if out[-1][0] != RESET:
+            break
+    return out
+
+
+def pin_files(d):
+    return {p.name: p.read_bytes() for p in d.glob("pins.json*")}
+
+
+def pointer(d):
+    return json.loads((d / "slot.json").read_text())
+
+
+def tree(d):
+    """Every file of the device but the ones the software writes (state, logs): {path: bytes}."""
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def slot_matches(d, slot, rel_dir):
+    m = json.loads((rel_dir / "release.json").read_bytes().split(b"\n")[0])
+    for f in m["files"]:
+        data = (d / slot / f["path"]).read_bytes()
+        assert len(data) == f["size"] and hashlib.sha256(data).hexdigest() == f["sha256"], f["path"]
+    return m
+
+
+# ------------------------------------------------------------------------------ a good release
+
+
+def test_good_release_installed_rebooted_selftested_committed(pki, image, tmp_path, servers):
+    ng, mq = servers
+    pub = ng.root / "good"
+    release(pki, image, 1, pub, "--file", f"{marked_main(tmp_path, 1)}=main.py")
+    d = device(pki, image, tmp_path, servers, rel="good")
+    pins0 = pin_files(d)
+    sub = mq.subscriber(f"keypin/{DEV}/status", count=4, timeout=60)
+    runs = boots(d)
+    assert [s for s, _ in runs] == [RESET, 0], runs
+    first, second = runs[0][1], runs[1][1]
+    assert "ota: release 1 installed in slot_a" in first and "software: release" not in first, first
+    assert "boot: release 1 on trial in slot_a, boot 1 of 3" in second, second
+    assert "software: release 1" in second and "ota: release 1 committed in slot_a" in second, second
+    p = pointer(d)
+    assert p["slot"] == "slot_a" and p["version"] == 1 and p["state"] == "ok" and p["prev"]["slot"] == ""
+    slot_matches(d, "slot_a", pub)
+    assert pin_files(d) == pins0
+    # the status message reports it, like pin updates
+    msgs = [json.loads(m) for _, m in sub.result()]
+    sw = msgs[-1]["software"]
+    assert sw["version"] == 1 and sw["state"] == "ok" and "committed" in sw["last"]["reason"], msgs[-1]
+    # all over pinned HTTPS from the real server: the version first, then the manifest, then the blobs
+    reqs = [r["uri"] for r in ng.requests() if "/files/good/" in r["uri"]]
+    assert reqs[:2] == ["/files/good/release.version", "/files/good/release.json"], reqs
+    assert {u.rsplit("/", 1)[1] for u in reqs if "/blobs/" in u} == {
+        f["sha256"] for f in json.loads((pub / "release.json").read_bytes().split(b"\n")[0])["files"]}
+    # next power-on: the committed release runs, only the version is checked
+    n = len(reqs)
+    s, out = power_on(d)
+    assert s == 0 and "software: release 1" in out and "boot: release" not in out, out
+    assert [r["uri"] for r in ng.requests() if "/files/good/" in r["uri"]][n:] == ["/files/good/release.version"]
+
+
+# ------------------------------------------------------------------------------ power cuts
+
+
+def test_power_cuts_at_every_step_old_or_new_never_a_mixture(pki, image, tmp_path, servers):
+    ng, _ = servers
+    small = tmp_path / "small"  # a small release keeps the sweep short; every step is still cut
+    small.mkdir()
+    (small / "data").mkdir()
+    (small / "data" / "table.bin").write_bytes(os.urandom(1500))
+    for v in (1, 2):
+        fw = tmp_path / f"fw{v}.bin"
+        fw.write_bytes(os.urandom(9000))
+        (small / "main.py").write_text(f'def run():\n    print("release {v}")\n')
+        (small / "MANIFEST").write_text("".join(f"{n} {hashlib.sha256((small / n).read_bytes()).hexdigest()}\n"
+                                                for n in ("data/table.bin", "main.py")))
+        release(pki, small, v, ng.root / f"cut/rel{v}", "--firmware", fw)
+    work = tmp_path / "work"
+    work.mkdir()
+    d = device(pki, image, tmp_path, servers)
+    shutil.move(str(d), str(work / "factory"))
+    shutil.copy(ROOT / "boot.py", work / "factory" / "boot.py")
+    env = dict(os.environ, MICROPYPATH=f".frozen:{ROOT}/lib:{ROOT}/build/natmod/x64:{STANDINS}")
+    p = subprocess.run([UPY, str(ROOT / "tests/integration/dev_ota.py"), str(work), str(ng.root / "cut"),
+                        f"https://{HOST}:{ng.port}/files/cut/", HOST], check=False, capture_output=True, text=True,
+                       timeout=int(os.environ.get("KEYPIN_OTA_TIMEOUT", "900")), env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    print(f"ota power cuts: {r['total']} cut points: {r['cuts']}")
+    assert r["bad"] == [], r["bad"][:20]
+    assert r["notnew"] == [], r["notnew"][:20]
+    assert all(n >= 1 for n in r["cuts"].values()), r["cuts"]
+    assert r["total"] >= 40, r
