@@ -8,7 +8,7 @@ import subprocess  # noqa: F401  (tests patch cli.subprocess.run)
 import sys
 
 from . import __version__
-from .commands import boards, doctor, keys, pinsets, server, shell
+from .commands import boards, doctor, keys, pinsets, release, server, shell
 from .commands.common import Parser, fmt
 from .errors import CommandError
 
@@ -54,6 +54,9 @@ COMMANDS = [
     ("reports", server.cmd_reports, "subscribe to the devices' pin-failure reports (MQTT) and print them",
      "example:\n  keypin reports --host mqtt.example.com --port 8883 --tls --user ops --password ...",
      server.args_reports),
+    ("release", release.cmd_release, "sign a release of the device software (A/B update over pinned HTTPS) and publish it",
+     ("example:\n  keypin release --key /media/offline/release.key --version 2 --fleet plant-a \\\n"
+      "      --image build/image-xtensawin --publish /var/www/keypin/release"), release.args_release),
 ]
 
 
