@@ -29,6 +29,8 @@ def _run(i):
     gc.collect()
 def _mark(i):
     MARKS[i] = gc.mem_alloc()
+def _qstr(i, *info):
+    pass
 def _report():
     b = MARKS[len(STEPS)]
     print("HEAP32 " + json.dumps({"kib": 0, "steps": [[STEPS[i][0], round((MARKS[i] - b) / 1024, 2), 0]

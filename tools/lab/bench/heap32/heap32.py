@@ -133,16 +133,22 @@ def run(work: pathlib.Path | None = None, rows: list | None = None) -> dict:
     try:
         work.mkdir(parents=True, exist_ok=True)
         files = prepare(work)
-        detail = {c: node_case(files, c) for c in CASES}
+        detail = {c: node_case(files, c) for c in CASES + ("modules",)}
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "heap32.json").write_text(json.dumps(detail, indent=1) + "\n")
     for c, d in detail.items():
-        if rows is not None:
+        if rows is not None and c != "modules":
             rows.append((f"heap32 {c} (WebAssembly port, KiB live after each step | allocated in it)",
                          "; ".join(f"{lab} {live} | {alloc}" for lab, live, alloc in d["steps"])))
+    if rows is not None:  # each module alone, imported in this order (each step: what it adds)
+        prev, parts = 0.0, []
+        for lab, live, _ in detail["modules"]["steps"]:
+            parts.append(f"{lab.removeprefix('keypin.')} {live - prev:.2f}")
+            prev = live
+        rows.append(("heap32 modules (KiB each adds, in this order)", ", ".join(parts)))
     return {NAMES.get(c, f"heap32_{c}_kib"): detail[c]["kib"] for c in CASES}
 
 

@@ -1,5 +1,6 @@
 # Device side of the 32-bit heap stage (tools/lab/bench/heap32/heap32.py), run by runner.mjs in
-# MicroPython's WebAssembly port. Usage: heap32_dev.py CASE (umqtt core mqtt https app update aio)
+# MicroPython's WebAssembly port. Usage: heap32_dev.py CASE (umqtt core mqtt https app update aio
+# modules; "modules" imports each keypin module as its own step: the live cost of each)
 # Defines the case's STEPS; runner.mjs runs them and _report() prints "HEAP32 {json}": "kib" the
 # figure (KiB above the baseline, live heap after gc.collect()), "steps" [label, live KiB at the
 # end of the step, KiB allocated during it].
@@ -16,6 +17,8 @@ import random  # noqa: F401
 import struct  # noqa: F401
 import sys
 import time as _rt
+
+import micropython
 
 CASE = sys.argv[1]
 with open("heap32.json") as _f:
@@ -215,6 +218,7 @@ except ImportError:  # this port has no asyncio: keypin.aio's own cost is measur
 CLOCK = _Time()
 sys.modules["time"] = CLOCK
 MARKS = [0] * 32  # preallocated: recording a mark allocates nothing
+SLACK = [0] * 32  # unused qstr pool bytes at each mark
 ALLOC = [0] * 32  # bytes allocated inside each step (the port collects only between steps)
 G = {}  # what the steps keep alive
 
@@ -223,15 +227,38 @@ def kib(n):
     return round(n / 1024, 2)
 
 
-def core():
-    # keypin imported, a store with two sets, one pinned connection made and closed: that set's
-    # context (tls.SSLContext + Checker) stays cached, as on a device
+def s_import():
     import keypin
-    st = keypin.use_store("pins.json")
-    s = keypin.connect(CFG["mqtt_host"], 8883)
+    from keypin import tls  # noqa: F401  (the pinned connection path)
+    G["keypin"] = keypin
+
+
+def s_store():
+    G["st"] = G["keypin"].use_store("pins.json")
+
+
+def s_connect():
+    # one pinned connection made and closed: the set's context (tls.SSLContext + Checker) stays
+    # cached, as on a device
+    s = G["keypin"].connect(CFG["mqtt_host"], 8883)
     assert s.verdict == "active", s.verdict
     s.close()
-    G["st"] = st
+
+
+CORE = [("import keypin, keypin.tls", s_import), ("store with two sets", s_store),
+        ("pinned connection", s_connect)]
+MODS = ("keypin", "keypin.pins", "keypin.spki", "keypin.spkiref", "keypin.pindoc", "keypin.store", "keypin.tls",
+        "keypin.tlsx", "keypin.sslctx", "keypin.wire", "keypin.mqtt", "keypin.https", "keypin.report",
+        "keypin.config", "keypin.app", "keypin.update", "keypin.ed25519", "keypin.pindocx", "keypin.storeedit")
+
+
+def _importer(name):
+    def f():
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    return f
 
 
 def s_umqtt():
@@ -314,12 +341,13 @@ def s_drop():
 
 CASES = {
     "umqtt": [("umqtt", s_umqtt)],
-    "core": [("core", core)],
-    "mqtt": [("umqtt", s_umqtt), ("core", core), ("mqtt", s_mqtt)],
-    "https": [("core", core), ("https", s_https)],
-    "aio": [("core", core), ("aio", s_aio)],
+    "core": CORE,
+    "mqtt": [("umqtt", s_umqtt)] + CORE + [("mqtt", s_mqtt)],
+    "https": CORE + [("https", s_https)],
+    "aio": CORE + [("aio", s_aio)],
+    "modules": [(m, _importer(m)) for m in MODS],
     "app": [("setup", s_app_setup), ("cycle 1", s_cycle), ("cycle 2", s_cycle), ("cycle 3", s_cycle)],
-    "update": [("core", core), ("updater", s_update_setup), ("received", s_read), ("parsed", s_split),
+    "update": CORE + [("updater", s_update_setup), ("received", s_read), ("parsed", s_split),
                ("signature verified", s_verify), ("checked", s_check), ("applied", s_apply),
                ("dropped", s_drop)],
 }
@@ -338,13 +366,21 @@ def _run(i):
 
 def _mark(i):
     MARKS[i] = gc.mem_alloc()
+    micropython.qstr_info()  # runner.mjs reads its line and calls _qstr(i, ...)
+
+
+def _qstr(i, n_pool, n_qstr, n_data, n_total):
+    # the unused part of the interned-string pools: they grow by doubling (the next pool is twice the
+    # last, KiBs at once), so whichever step crosses a boundary would carry the whole new pool. Each
+    # figure counts every qstr at its real cost (7 bytes of pool entry + its characters) instead.
+    SLACK[i] = max(0, (n_total - n_data) - n_pool * 16 - n_qstr * 7)
 
 
 def _report():
-    base = MARKS[len(STEPS)]
     n = len(STEPS)
-    m = [MARKS[i] - base for i in range(n)]
-    if CASE in ("umqtt", "core"):
+    base = MARKS[n] - SLACK[n]
+    m = [MARKS[i] - SLACK[i] - base for i in range(n)]
+    if CASE in ("umqtt", "core", "modules"):
         v = m[-1]
     elif CASE == "app":
         v = max(m[2:])  # after cycles 2 and 3: steady state
@@ -353,5 +389,6 @@ def _report():
     else:
         v = m[-1] - m[-2]  # the last step on top of the ones before
     out = {"kib": kib(v), "steps": [[STEPS[i][0], kib(m[i]), kib(ALLOC[i])] for i in range(n)],
+           "qstr_pool_slack_kib": [kib(SLACK[i]) for i in range(n + 1)],
            "modules": sorted(k for k in sys.modules if k.startswith(("keypin", "umqtt")))}
     print("HEAP32 " + json.dumps(out))

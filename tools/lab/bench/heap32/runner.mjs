@@ -9,11 +9,15 @@ import { pathToFileURL } from "node:url";
 const [wasmModule, filesDir, script, ...args] = process.argv.slice(2);
 const { loadMicroPython } = await import(pathToFileURL(wasmModule).href);
 let nSteps = 0;
+let qstr = "0, 0, 0, 0";
 const mp = await loadMicroPython({
     heapsize: 512 * 1024,
     stdout: (line) => {
         if (line.startsWith("HEAP32STEPS ")) {
             nSteps = Number(line.slice(12));
+        } else if (line.startsWith("qstr pool: ")) {
+            // micropython.qstr_info(): n_pool, n_qstr, n_str_data_bytes, n_total_bytes
+            qstr = line.slice(11).split(", ").map((kv) => Number(kv.split("=")[1])).join(", ");
         } else {
             process.stdout.write(line + "\n");
         }
@@ -47,10 +51,12 @@ try {
     mp.runPython("print('HEAP32STEPS', len(STEPS))");
     mp.runPython("gc.collect()");
     mp.runPython("_mark(len(STEPS))");
+    mp.runPython(`_qstr(len(STEPS), ${qstr})`);
     for (let i = 0; i < nSteps; i++) {
         mp.runPython(`_run(${i})`);
         mp.runPython("gc.collect()");
         mp.runPython(`_mark(${i})`);
+        mp.runPython(`_qstr(${i}, ${qstr})`);
     }
     mp.runPython("_report()");
 } catch (e) {
