@@ -373,7 +373,7 @@ def _qstr(i, n_pool, n_qstr, n_data, n_total):
     # the unused part of the interned-string pools: they grow by doubling (the next pool is twice the
     # last, KiBs at once), so whichever step crosses a boundary would carry the whole new pool. Each
     # figure counts every qstr at its real cost (7 bytes of pool entry + its characters) instead.
-    SLACK[i] = max(0, (n_total - n_data) - n_pool * 16 - n_qstr * 7)
+    SLACK[i] = max(0, (n_total - n_data) - n_pool * 24 - n_qstr * 7)  # 32-bit pool header, entry
 
 
 def _report():
