@@ -50,19 +50,21 @@ def image_chip(data: bytes) -> str | None:
     return None
 
 
-def esptool_base(port: str, chip: str, baud: int | None = None) -> list[str]:
+def esptool_base(port: str, chip: str, baud: int | None = None, quiet: bool = False) -> list[str]:
     argv = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port]
     if baud:
         argv += ["--baud", str(baud)]
+    if quiet:  # not on a terminal: esptool's progress bars and stages stay out of logs; errors still show
+        argv.append("--silent")
     return argv
 
 
 def flash_commands(port: str, chip: str, firmware: str, offset: int, baud: int | None = None,
-                   erase: bool = True) -> list[list[str]]:
+                   erase: bool = True, quiet: bool = False) -> list[list[str]]:
     cmds = []
     if erase:
-        cmds.append(esptool_base(port, chip) + ["erase-flash"])
-    cmds.append(esptool_base(port, chip, baud) + ["write-flash", f"0x{offset:x}", firmware])
+        cmds.append(esptool_base(port, chip, quiet=quiet) + ["erase-flash"])
+    cmds.append(esptool_base(port, chip, baud, quiet) + ["write-flash", f"0x{offset:x}", firmware])
     return cmds
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 from .. import board, flash, image, pindoc
@@ -110,7 +111,8 @@ def cmd_flash(a) -> int:
         raise CommandError(f"{fw}: no such firmware file")
     chip = flash.detect_chip(a.port) if a.chip == "auto" else a.chip
     chip, offset, _ = flash.plan(fw, chip, a.offset)
-    for argv in flash.flash_commands(a.port, chip, str(fw), offset, a.baud, erase=not a.no_erase):
+    quiet = not sys.stdout.isatty()  # esptool's own progress (bytes, percent) on a terminal only
+    for argv in flash.flash_commands(a.port, chip, str(fw), offset, a.baud, erase=not a.no_erase, quiet=quiet):
         flash.run_esptool(argv)
     print(f"flashed {fw} ({chip}) at 0x{offset:x} on {a.port}")
     return 0
