@@ -1,8 +1,9 @@
 """Local look-alikes of Let's Encrypt's Generation Y chains (cryptography), and nginx serving them.
 
-Same key types and sizes, same number of certificates and the same extensions (SKI, AKI, AIA,
-CRL distribution point, policy, EKU, two embedded SCTs in the leaf) as the real default chains,
-so the Certificate message and the signature checks a client runs are the real ones:
+Same key types and sizes and the same number of certificates as the real default chains, with
+the extensions Let's Encrypt puts in (SKI, AKI, AIA, CRL distribution point, DV policy, EKU, two
+embedded SCTs in the leaf; shorter names and URLs), so the signature checks a client runs are the
+real ones and the Certificate message is of the real size within a few percent:
 
   ecdsa (certbot's default key type), 4 certificates presented:
     leaf P-256 <- "YE1" P-384 <- "Root YE" P-384 (cross-signed by "ISRG Root X2" P-384)
@@ -10,7 +11,7 @@ so the Certificate message and the signature checks a client runs are the real o
   rsa (certbot --key-type rsa), 3 certificates presented:
     leaf RSA-2048 <- "YR1" RSA-2048 <- "Root YR" RSA-4096 (cross-signed by "ISRG Root X1")
 
-    ch = GenY.build("ecdsa", d, "device.example.test")    # writes fullchain.pem, leaf.pem, ...
+    ch = GenY.build("ecdsa", d, "device.example.test")    # d/ecdsa-fullchain.pem, -leaf.pem, ...
     with LeanNginx(d, ch) as web:                         # web.port: full chain, web.lean_port: leaf
         ...
 
