@@ -3,7 +3,7 @@
 Same key types and sizes and the same number of certificates as the real default chains, with
 the extensions Let's Encrypt puts in (SKI, AKI, AIA, CRL distribution point, DV policy, EKU, two
 embedded SCTs in the leaf; shorter names and URLs), so the signature checks a client runs are the
-real ones and the Certificate message is of the real size within a few percent:
+real ones and the Certificate message has a comparable size (not checked against a real chain):
 
   ecdsa (certbot's default key type), 4 certificates presented:
     leaf P-256 <- "YE1" P-384 <- "Root YE" P-384 (cross-signed by "ISRG Root X2" P-384)
