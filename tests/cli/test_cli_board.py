@@ -233,7 +233,6 @@ def test_flash_cli_flow_without_a_board(kp, tmp_path, monkeypatch):
     monkeypatch.setattr(flash, "run_esptool", lambda argv: ran.append(argv[3:]))
     r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", fw)
     assert r.rc == 0, r
-    assert ran == [["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "erase-flash"],
     # not a terminal: esptool runs --silent (no progress bars in logs)
     assert ran == [["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "--silent", "erase-flash"],
                    ["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "--baud", "460800", "--silent", "write-flash", "0x0",
@@ -241,11 +240,12 @@ def test_flash_cli_flow_without_a_board(kp, tmp_path, monkeypatch):
     ran.clear()
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: esptool shows its progress
     assert kp("flash", "--port", "/dev/ttyUSB0", "--firmware", fw).rc == 0
+    assert ran == [["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "erase-flash"],
                    ["--chip", "esp32c6", "--port", "/dev/ttyUSB0", "--baud", "460800", "write-flash", "0x0", str(fw)]]
-    r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", fw, "--chip", "esp32")
     monkeypatch.undo()
     monkeypatch.setattr(flash, "detect_chip", lambda port: "esp32c6")
     monkeypatch.setattr(flash, "run_esptool", lambda argv: ran.append(argv[3:]))
+    r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", fw, "--chip", "esp32")
     assert r.rc == 1 and "built for esp32c6 but the board is esp32" in r.err
     r = kp("flash", "--port", "/dev/ttyUSB0", "--firmware", tmp_path / "missing.bin")
     assert r.rc == 1 and "no such firmware file" in r.err
@@ -287,8 +287,8 @@ def _line(pattern, text):
     return re.search(pattern, text, re.MULTILINE)
 
 
-    """Stand-in for the OS's port list under esptool's discovery (esp_pylib -> pyserial comports)."""
 def _ports(monkeypatch, *specs):
+    """Stand-in for the OS's port list under esptool's discovery (esp_pylib -> pyserial comports)."""
     from esp_pylib import serial_ports
     from serial.tools.list_ports_common import ListPortInfo
     out = []

@@ -93,11 +93,11 @@ def cmd_provision(a) -> int:
 
 
 def cmd_status(a) -> int:
-    board.check_port(a.port)
     if a.json:  # the board's facts and pin store as one JSON object (mpremote exec, like doctor)
         from .doctor import emit_status
         emit_status(a.port)
         return 0
+    board.check_port(a.port)
     argv = board.exec_command(a.port, board.STATUS_CODE)
     r = subprocess.run(argv, check=False)
     if r.returncode != 0:
@@ -129,12 +129,12 @@ def args_image(p):
     p.add_argument("--src", metavar="DIR", help="keypin source tree (default: this checkout)")
 
 
-def port_arg(p):
 def args_status(p):
     port_arg(p)
     add_json_arg(p)
 
 
+def port_arg(p):
     p.add_argument("--port", default="auto", type=board.resolve_port, metavar="PORT",
                    help="serial port of the board, e.g. /dev/ttyUSB0; auto (default): the first USB serial port, "
                         "as mpremote picks it (keypin devs lists them)")
