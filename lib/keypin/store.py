@@ -3,15 +3,27 @@
 # P.2.new -> P.2 (rename is atomic on LittleFS), so the newest fully written document is always
 # in two files. Load: the valid copy with the highest seq among P, P.2, P.new, P.2.new (and a
 # v1 P.old, migration only); a fallback is logged, noted in `notes` and repaired before use.
+# Resident: load, find, get, digests. The document code (keypin.pindoc, .pindocx) and the writes
+# (keypin.storeedit: edits, rotation, signed-update replace) are imported for a load or a write
+# and dropped again (_drop), so that steady state holds none of their bytecode.
 import os
+import sys
 
-from keypin import PinFormatError, StoreError
-from keypin.pindoc import empty, encode, parse, upgrade, validate
+import keypin
+from keypin import StoreError
 from keypin.pins import parse_pin
 
 _open = open
 _HOWTO = "re-provision the pins: 'keypin provision --port PORT --pins pins.json' or ks.pins(...) at the REPL"
 _stores: dict = {}
+_LAZY = ("pindoc", "pindocx", "storeedit")
+
+
+def _drop():
+    # let the GC have the document code and the edits until the next load or write
+    for n in _LAZY:
+        if sys.modules.pop("keypin." + n, None) is not None and n in keypin.__dict__:
+            delattr(keypin, n)
 
 
 def open(path, fs=None):
@@ -62,6 +74,7 @@ class PinStore:
     # ---- persistence ----
     def _scan(self):
         # -> (best doc or None, its bytes, {suffix: bytes or None}, [(suffix, error)], best is v1)
+        from keypin.pindoc import parse, upgrade, validate
         fs, p = self._fs, self.path
         raw: dict = {}
         errs = []
@@ -87,6 +100,12 @@ class PinStore:
         return best, bdata, raw, errs, v1
 
     def load(self):
+        try:
+            self._load()
+        finally:
+            _drop()
+
+    def _load(self):
         best, bdata, raw, errs, v1 = self._scan()
         p = self.path
         if best is None:
@@ -94,6 +113,7 @@ class PinStore:
             if raw.get("") is not None or raw.get(".2") is not None or raw.get(".old") is not None:
                 raise StoreError("pin store %s unreadable (%s); %s" % (
                     p, "; ".join("%s: %s" % (p + x, e) for x, e in errs), _HOWTO))
+            from keypin.pindoc import empty
             best = empty()
         elif (raw[""] != bdata or raw[".2"] != bdata) and not (v1 and raw[""] == bdata):
             # (a keypin-pins/1 document in P is migrated in memory; the next write stores v2)
@@ -112,36 +132,9 @@ class PinStore:
         if fs.exists(p + ".old"):
             fs.remove(p + ".old")  # a keypin-pins/1 leftover: the two copies replace it
 
-    def _commit(self, doc):
-        # one truth per file: an edit based on an older state than the flash's is refused
-        fl = self._scan()[0]
-        if fl is not None and fl["seq"] > self.doc["seq"]:
-            base = self.doc["seq"]
-            self.load()
-            raise StoreError("pin store changed on flash (seq %d, this edit was based on seq %d); reloaded, "
-                             "repeat the edit" % (fl["seq"], base))
-        if fl is not None:
-            for r in fl["retired"]:  # retired pins: always the union of memory and flash
-                if r not in doc["retired"]:
-                    doc["retired"].append(r)
-        doc["seq"] = self.doc["seq"] + 1
-        try:
-            validate(doc)
-        except (ValueError, PinFormatError) as e:
-            raise StoreError(str(e))
-        self._write(encode(doc))
-        self.doc = doc
-        self._dig = {}
-
     def _copy(self):
         import json
         return json.loads(json.dumps(self.doc))
-
-    def _sync(self):
-        # reload if the flash holds a newer document than this object
-        fl = self._scan()[0]
-        if fl is not None and fl["seq"] > self.doc["seq"]:
-            self.load()
 
     # ---- queries ----
     @property
@@ -193,74 +186,39 @@ class PinStore:
             if "ca" in s:
                 from keypin.pindocx import ca_ders
                 self._dig[k] = ca_ders(s)
+                _drop()
             else:
                 self._dig[k] = None
         return self._dig[k]
 
-    # ---- edits from the REPL or the CLI: the code lives in keypin.storeedit, loaded on use ----
+    # ---- writes: edits from the REPL or the CLI, and the device's own (keypin.storeedit) ----
+    def _edit(self, fn, *a):
+        import keypin.storeedit
+        try:
+            return getattr(keypin.storeedit, fn)(self, *a)
+        finally:
+            _drop()
+
     def put(self, name, hosts, active, backups, *, policy="leaf", allow_no_backup=False, ca=None):
-        from keypin.storeedit import put
-        put(self, name, hosts, active, backups, policy, allow_no_backup, ca)
+        self._edit("put", name, hosts, active, backups, policy, allow_no_backup, ca)
 
     def add_active(self, name, pin):
-        from keypin.storeedit import add_active
-        add_active(self, name, pin)
+        self._edit("add_active", name, pin)
 
     def add_backup(self, name, pin, group=None):
         # group None: a new group at the end; k: join backup group k (0 = the next one)
-        from keypin.storeedit import add_backup
-        add_backup(self, name, pin, group)
+        self._edit("add_backup", name, pin, group)
 
     def retire(self, name, pin, force=False):
-        from keypin.storeedit import retire
-        retire(self, name, pin, force)
+        self._edit("retire", name, pin, force)
 
-    # ---- mutations the device makes itself (each one atomic document replace) ----
     def rotate(self, name, k, pin):
         # commit a confirmed move to backup group k (pin: the pin the server presented): the
         # active pins and the groups before k are retired. Re-applied to the flash's state if
         # that is newer. Returns False if the store already moved on.
-        self._sync()
-        doc = self._copy()
-        s = self._set(doc, name)
-        if pin in s["active"]:
-            return False
-        g = s["backups"]
-        if not (0 <= k < len(g) and pin in g[k]):
-            k = -1
-            for i in range(len(g)):
-                if pin in g[i]:
-                    k = i
-                    break
-        if k < 0 or pin in doc["retired"]:
-            raise StoreError("set %r changed during the connection; rotation to %s not applied" % (name, pin))
-        old = s["active"]
-        gone = list(old)
-        for grp in g[:k]:
-            gone += grp
-        doc["retired"] += gone
-        s["active"] = g[k]
-        s["backups"] = g[k + 1:]
-        from keypin.pindocx import purge
-        purge(doc, gone)  # the retired pins leave every other set too
-        if not s["backups"]:
-            s["allow_no_backup"] = True  # the device must keep working; the status reports it
-        self._commit(doc)
-        print("keypin: rotated set %r: %s -> %s (seq %d)" % (name, ",".join(old), ",".join(s["active"]), self.seq))
-        return True
+        return self._edit("rotate", name, k, pin)
 
     def replace(self, doc):
         # a whole new document (signed update, keypin.update): retired pins are never dropped,
         # the fleet stays; version and signer come from doc, seq from the store. One power-safe write.
-        self._sync()
-        doc["fleet"] = self.doc["fleet"]
-        for p in self.doc["retired"]:
-            if p not in doc["retired"]:
-                doc["retired"].append(p)
-        self._commit(doc)
-
-    def _set(self, doc, name):
-        s = doc["sets"].get(name)
-        if s is None:
-            raise StoreError("no pin set %r (have: %s)" % (name, ", ".join(self.names()) or "none"))
-        return s
+        self._edit("replace", doc)

@@ -1,10 +1,86 @@
-# Pin-set edits (PinStore.put/add_active/add_backup/retire), kept apart from keypin.store so
-# that a device that only connects and rotates never loads them. Each edit is one atomic
-# document replace through PinStore._commit (refused if the flash is newer than the edit's base).
+# Every write of the pin store (PinStore.put/add_active/add_backup/retire, and the device's own
+# rotate and replace), kept apart from keypin.store so that steady state (connect, check) holds
+# none of it: keypin.store imports this module for a write and drops it afterwards. Each write is
+# one atomic document replace through commit() (refused if the flash is newer than its base).
 from keypin import PinFormatError, StoreError
-from keypin.pindoc import check_name, set_pins, validate_set
+from keypin.pindoc import check_name, encode, set_pins, validate, validate_set
 from keypin.pindocx import purge
 from keypin.pins import parse_pin
+
+
+def commit(st, doc):
+    # one truth per file: an edit based on an older state than the flash's is refused
+    fl = st._scan()[0]
+    if fl is not None and fl["seq"] > st.doc["seq"]:
+        base = st.doc["seq"]
+        st.load()
+        raise StoreError("pin store changed on flash (seq %d, this edit was based on seq %d); reloaded, "
+                         "repeat the edit" % (fl["seq"], base))
+    if fl is not None:
+        for r in fl["retired"]:  # retired pins: always the union of memory and flash
+            if r not in doc["retired"]:
+                doc["retired"].append(r)
+    doc["seq"] = st.doc["seq"] + 1
+    try:
+        validate(doc)
+    except (ValueError, PinFormatError) as e:
+        raise StoreError(str(e))
+    st._write(encode(doc))
+    st.doc = doc
+    st._dig = {}
+
+
+def _sync(st):
+    # reload if the flash holds a newer document than this object
+    fl = st._scan()[0]
+    if fl is not None and fl["seq"] > st.doc["seq"]:
+        st.load()
+
+
+def _set(st, doc, name):
+    s = doc["sets"].get(name)
+    if s is None:
+        raise StoreError("no pin set %r (have: %s)" % (name, ", ".join(st.names()) or "none"))
+    return s
+
+
+def rotate(st, name, k, pin):
+    _sync(st)
+    doc = st._copy()
+    s = _set(st, doc, name)
+    if pin in s["active"]:
+        return False
+    g = s["backups"]
+    if not (0 <= k < len(g) and pin in g[k]):
+        k = -1
+        for i in range(len(g)):
+            if pin in g[i]:
+                k = i
+                break
+    if k < 0 or pin in doc["retired"]:
+        raise StoreError("set %r changed during the connection; rotation to %s not applied" % (name, pin))
+    old = s["active"]
+    gone = list(old)
+    for grp in g[:k]:
+        gone += grp
+    doc["retired"] += gone
+    s["active"] = g[k]
+    s["backups"] = g[k + 1:]
+    purge(doc, gone)  # the retired pins leave every other set too
+    if not s["backups"]:
+        s["allow_no_backup"] = True  # the device must keep working; the status reports it
+    commit(st, doc)
+    print("keypin: rotated set %r: %s -> %s (seq %d)" % (name, ",".join(old), ",".join(s["active"]), st.seq))
+    return True
+
+
+def replace(st, doc):
+    _sync(st)
+    doc["fleet"] = st.doc["fleet"]
+    for p in st.doc["retired"]:
+        if p not in doc["retired"]:
+            doc["retired"].append(p)
+    commit(st, doc)
 
 
 def _err(e):
@@ -55,22 +131,22 @@ def put(self, name, hosts, active, backups, policy, allow_no_backup, ca=None):
     except (ValueError, PinFormatError) as e:
         raise StoreError("set %r: %s" % (name, e))
     doc["sets"][name] = s
-    self._commit(doc)
+    commit(self, doc)
 
 
 def add_active(self, name, pin):
     doc = self._copy()
-    s = self._set(doc, name)
+    s = _set(self, doc, name)
     _new_pin(doc, pin, s, name)
     if len(s["active"]) >= 8:
         raise StoreError("set %r already has 8 active pins" % name)
     s["active"].append(pin)
-    self._commit(doc)
+    commit(self, doc)
 
 
 def add_backup(self, name, pin, group=None):
     doc = self._copy()
-    s = self._set(doc, name)
+    s = _set(self, doc, name)
     _new_pin(doc, pin, s, name)
     g = s["backups"]
     if group is None:
@@ -79,12 +155,12 @@ def add_backup(self, name, pin, group=None):
         g[group].append(pin)
     else:
         raise StoreError("set %r has no backup group %r (it has %d)" % (name, group, len(g)))
-    self._commit(doc)
+    commit(self, doc)
 
 
 def retire(self, name, pin, force):
     doc = self._copy()
-    s = self._set(doc, name)
+    s = _set(self, doc, name)
     parse_pin(pin)
     if pin in doc["retired"]:
         raise StoreError("pin %s is already retired" % pin)
@@ -113,4 +189,4 @@ def retire(self, name, pin, force):
         s["allow_no_backup"] = True
     doc["retired"].append(pin)
     purge(doc, (pin,))  # retired device-wide: it leaves every other set too
-    self._commit(doc)
+    commit(self, doc)
