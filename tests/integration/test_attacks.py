@@ -135,7 +135,8 @@ def _tls(r):
 
 def judge(n, attack, r, store, before, app_bytes, handshakes, kinds):
     """Record the row, then assert the three outcomes (and the error kind)."""
-    siblings = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name + "."))
+    siblings = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name + ".")
+                      and p.name != store.name + ".2")
     unchanged = store.read_bytes() == before and not r["fs_ops"] and not siblings
     closed = r["fds_after"] == r["fds_before"]
     ok = (not r["connected"] and app_bytes == 0 and unchanged and closed and handshakes in (0, None)
@@ -390,7 +391,8 @@ def signer_of(key):
 
 
 def signed_update(key, version, sets, signer):
-    line = json.dumps({"format": "keypin-pins/1", "version": version, "signer": signer, "sets": sets}).encode()
+    line = json.dumps({"format": "keypin-pins/2", "version": version, "signer": signer,
+                       "audience": {"fleet": "f1"}, "retired": [], "sets": sets}).encode()
     return line + b"\ned25519:" + base64.b64encode(key.sign(line)) + b"\n"
 
 
@@ -402,10 +404,10 @@ def web(pki, tmp_path_factory):
     ng.stop()
 
 
-def run_update(n, attack, tmp_path, pki, web, signer, data, claimed_version):
+def run_update(n, attack, tmp_path, pki, web, signer, data, claimed_version, store=None):
     """The device (store version 3, signer s1) polls a pin update over pinned HTTPS from the genuine
     server, which serves what an attacker put there; it must refuse it and keep its pins."""
-    store = make_store(tmp_path, pki, version=3, signer=signer_of(signer))
+    store = store or make_store(tmp_path, pki, version=3, signer=signer_of(signer))
     before = store.read_bytes()
     name = f"update-{n}.txt"
     (web.root / name).write_bytes(data)
@@ -413,8 +415,11 @@ def run_update(n, attack, tmp_path, pki, web, signer, data, claimed_version):
     r = device(store, web.port, extra=[f"update=https://{HOST}:{web.port}/files/{name}",
                                        f"state={tmp_path / 'keypin-state.json'}"])
     pin_ops = [o for o in r["fs_ops"] if "/pins.json" in o]
-    siblings = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name + "."))
-    unchanged = store.read_bytes() == before and not pin_ops and not siblings
+    siblings = sorted(p.name for p in store.parent.iterdir() if p.name.startswith(store.name + ".")
+                      and p.name != store.name + ".2")
+    two = store.parent / (store.name + ".2")
+    unchanged = store.read_bytes() == before and not pin_ops and not siblings and \
+        (not two.exists() or two.read_bytes() == before)
     last = r.get("update_last") or {}
     ok = r["error"] is None and r.get("update") == "refused" and unchanged and r.get("store_version") == 3
     ROWS.append({"n": n, "attack": attack,
@@ -439,8 +444,7 @@ def signers():
 def test_23_forged_pin_update(tmp_path, pki, web, signers):
     # the attacker's own key signs a newer update that moves the device to its key
     p = pki["pins"]
-    sets = {"api": {"hosts": [HOST], "active": p["evil"], "backups": [p["unknown"]], "retired": [],
-                    "policy": "leaf"}}
+    sets = {"api": {"hosts": [HOST], "active": [p["evil"]], "backups": [[p["unknown"]]], "policy": "leaf"}}
     data = signed_update(signers["evil"], 4, sets, signer_of(signers["s1"]))
     last = run_update(23, "forged pin update (attacker-signed, v4)", tmp_path, pki, web, signers["s1"], data, 4)
     assert last["reason"].startswith("bad signature"), last
@@ -449,11 +453,54 @@ def test_23_forged_pin_update(tmp_path, pki, web, signers):
 def test_24_replayed_older_signed_update(tmp_path, pki, web, signers):
     # a genuine update, signed by the device's signer, but older (version 2) than what it has (3)
     p = pki["pins"]
-    sets = {"api": {"hosts": [HOST], "active": p["active"], "backups": [p["retired"], p["b0"]], "retired": [],
+    sets = {"api": {"hosts": [HOST], "active": [p["active"]], "backups": [[p["retired"]], [p["b0"]]],
                     "policy": "leaf"}}
     data = signed_update(signers["s1"], 2, sets, signer_of(signers["s1"]))
     last = run_update(24, "replayed older signed update (v2 < v3)", tmp_path, pki, web, signers["s1"], data, 99)
     assert "not newer" in last["reason"], last
+
+
+# ---- pin document v2 (issue 12.3, 12.5): audience, weak signer, stranded host
+
+
+def v2_store(tmp_path, pki, signer, fleet="plant-b"):
+    """A device of fleet `fleet` (pin document v2), version 3, signer `signer` (text)."""
+    from helpers.pki import pin_document2
+    s = api_set(pki)
+    path = tmp_path / "pins.json"
+    path.write_bytes(pin_document2({"api": {"hosts": s["hosts"], "active": [s["active"]],
+                                            "backups": [[b] for b in s["backups"]], "policy": "leaf"}},
+                                   version=3, signer=signer, fleet=fleet, retired=s["retired"]))
+    # a device that has booted once holds both current copies
+    (tmp_path / "pins.json.2").write_bytes(path.read_bytes())
+    return path
+
+
+def test_25_genuine_update_for_another_fleet(tmp_path, pki, web, signers):
+    # two fleets share the signer: fleet A's genuine update reaches a device of fleet B
+    p = pki["pins"]
+    sets = {"a": {"hosts": ["a.example.test"], "active": [p["b0"]], "backups": [[p["b1"]]], "policy": "leaf"}}
+    line = json.dumps({"format": "keypin-pins/2", "version": 4, "signer": signer_of(signers["s1"]),
+                       "audience": {"fleet": "plant-a"}, "retired": [], "sets": sets}).encode()
+    data = line + b"\ned25519:" + base64.b64encode(signers["s1"].sign(line)) + b"\n"
+    store = v2_store(tmp_path, pki, signer_of(signers["s1"]))
+    last = run_update(25, "genuine update for another fleet (same signer)", tmp_path, pki, web, signers["s1"],
+                      data, 4, store=store)
+    assert last["reason"] == "not for this device: fleet 'plant-a' (device is in 'plant-b')", last
+
+
+def test_26_update_forged_for_a_weak_signer(tmp_path, pki, web, signers):
+    # the device was provisioned with the identity point as signer: R = identity, S = 0 verifies anything
+    p = pki["pins"]
+    ident = "ed25519/" + base64.b64encode(b"\x01" + bytes(31)).decode()
+    sets = {"api": {"hosts": [HOST], "active": [p["evil"]], "backups": [[p["unknown"]]], "policy": "leaf"}}
+    line = json.dumps({"format": "keypin-pins/2", "version": 4, "signer": ident, "audience": {"fleet": "plant-b"},
+                       "retired": [], "sets": sets}).encode()
+    data = line + b"\ned25519:" + base64.b64encode(b"\x01" + bytes(63)) + b"\n"
+    store = v2_store(tmp_path, pki, ident)
+    last = run_update(26, "update forged for a small-order signer key", tmp_path, pki, web, signers["s1"], data, 4,
+                      store=store)
+    assert last["reason"].startswith("bad signer on the device"), last
 
 
 # ---------------------------------------------------------------- the protocol layer (issue 12.5-12.7, 12.11)
