@@ -190,6 +190,9 @@ class Updater:
             doc = check(self.store, data, self.device_id, self.hosts)
         except Refused as e:
             return self._refused(str(e), data, via)
+        finally:
+            from keypin.store import _drop
+            _drop()  # the document code check() imported (a refusal writes no store)
         old = self.store.doc.get("signer")
         self.store.replace(doc)
         new = {"version": doc["version"], "sha": sha, "refused": st.get("refused", 0),
