@@ -16,10 +16,10 @@ from errno import ECONNRESET, EINPROGRESS, ETIMEDOUT
 
 from micropython import const
 
+from keypin import Unsupported
 from keypin import tls as _t
 
 _BUF = const(256)
-_locks: dict = {}  # pin set -> asyncio.Lock: one handshake at a time per TLS context
 
 
 def _wait(s, wr):
@@ -225,6 +225,7 @@ async def _handshake(att, raw):
             await _wait(ss, 0)
         ps = att.finish(ss)
     except BaseException:  # refused, failed, deadline or cancelled: nothing stays open
+        att.release()
         ss.close()
         raw.close()
         raise
@@ -239,24 +240,16 @@ async def _open(host, port, store, pinset, cadata, addr):
     if name is None:
         _t.Attempt(host, port, store=st)  # raises StoreError (no pin set), before any network
     raw = await _tcp(host, port, addr)
-    lk = _locks.get(name)
-    if lk is None:
-        lk = _locks[name] = asyncio.Lock()
-    locked = False
     try:
-        await lk.acquire()
-        locked = True
-        # the set's TLS context and checker are shared: armed for one handshake at a time
+        # holds the set's TLS context (or a private one while another handshake uses it)
         att = _t.Attempt(host, port, store=st, pinset=name, cadata=cadata)
+        if att.ctx is None:
+            att.release()
+            raise Unsupported("keypin.aio needs tls.SSLContext.verify_callback (MicroPython >= 1.23)")
     except BaseException:
         raw.close()
-        if locked:
-            lk.release()
         raise
-    try:
-        return await _handshake(att, raw)
-    finally:
-        lk.release()
+    return await _handshake(att, raw)
 
 
 async def connect(host, port, *, store=None, pinset=None, cadata=None, addr=None, timeout=10):
