@@ -226,10 +226,10 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
         host, port, path = _split(url)
         t = None
         if end is not None:
-            t = time.ticks_diff(end, time.ticks_ms())
-            if t <= 0:
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0:
                 raise OSError(110, "deadline passed before connecting to %s:%d (timeout=%s s)" % (host, port, timeout))
-            t /= 1000
+            t = left / 1000
         s = connect(host, port, store=store, timeout=t, cadata=cadata)
         try:
             s.write(wire.head(method, host, port, path, headers, None if data is None else len(data)))
