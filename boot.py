@@ -2,7 +2,8 @@
 # Software updates (keypin.ota) install a release into slot_a/ or slot_b/ and switch by one
 # rename of the small pointer file slot.json ("" = the factory software: /main.py and /lib):
 #   {"slot": "slot_b", "version": 5, "state": "trial"|"ok", "boots": 1, "max": 3,
-#    "prev": {"slot": "slot_a", "version": 4}, "fw": "ota_1"|null, "last": {...}}
+#    "prev": {"slot": "slot_a", "version": 4}, "fw": "ota_1"|null, "bad": [rolled-back versions],
+#    "last": {...}}
 # A slot on trial that has booted `max` times without its pinned self-test committing it (or
 # whose firmware image the bootloader rolled back) goes back to prev here, by itself. The pin
 # store and config.json live at the root, outside the slots: nothing here touches them.
@@ -76,6 +77,7 @@ def rollback(p, why, fs=None):
         Partition(Partition.RUNNING).get_next_update().set_boot()  # type: ignore[arg-type]
     prev = p.get("prev") or {}
     n = {"slot": prev.get("slot", ""), "version": prev.get("version", 0), "state": "ok",
+         "bad": (p.get("bad") or [])[-3:] + [p["version"]],  # keypin.ota refuses these versions
          "last": {"version": p["version"], "ok": False, "reason": "rolled back: " + why}}
     write(n, fs)
     print("boot: release %d rolled back to %s (%s)" % (p["version"], n["slot"] or "factory", why))

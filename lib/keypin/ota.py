@@ -159,6 +159,8 @@ class Ota:
             raise Refused("version %r is not newer than the installed %d (replay?)" % (v, have))
         if not _int(low) or have < low:
             raise Refused("version %d updates only from version %r or later (device has %d)" % (v, low, have))
+        if v in (p.get("bad") or ()):
+            raise Refused("version %d was rolled back on this device" % v)
         cur = self.signer(p)
         if not cur:
             raise Refused("no release signer on the device (config release.signer)")
@@ -275,6 +277,7 @@ class Ota:
         v = m["version"]
         boot.write({"slot": slot, "version": v, "state": "trial", "boots": 0, "max": self.cfg.get("boots", 3),
                     "prev": {"slot": p["slot"], "version": p["version"]}, "fw": part and part.info()[4],
+                    "bad": p.get("bad") or [],
                     "last": {"version": v, "ok": True, "reason": "installed in %s, on trial" % slot}}, fs)
         if part is not None:
             part.set_boot()  # after the switch: boot.py rolls a slot back whose firmware did not boot

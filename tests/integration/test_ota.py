@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from helpers.pki import CA, new_key, pin
 from helpers.realservers import Mosquitto, Nginx
+from helpers.servers import TLSServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEYPIN = str(ROOT / ".venv/bin/keypin")
@@ -71,8 +72,10 @@ def pki(tmp_path_factory):
 def image(pki):
     """The factory software: one x64 image built by the CLI (no config, no pins: the device's own)."""
     out = pki["dir"] / "image"
-    r = subprocess.run([KEYPIN, "image", "--out", str(out), "--arch", "x64"], check=False, capture_output=True,
-                       text=True)
+    # KEYPIN_OTA_SRC: a mutated copy of the source tree (boot.py, main.py, lib/), to see a check's test fail
+    src = ["--src", os.environ["KEYPIN_OTA_SRC"]] if os.environ.get("KEYPIN_OTA_SRC") else []
+    r = subprocess.run([KEYPIN, "image", "--out", str(out), "--arch", "x64", *src], check=False,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (out / "lib/keypin/ota.mpy").is_file()
     return out
@@ -172,6 +175,7 @@ def test_good_release_installed_rebooted_selftested_committed(pki, image, tmp_pa
     release(pki, image, 1, pub, "--file", f"{marked_main(tmp_path, 1)}=main.py")
     d = device(pki, image, tmp_path, servers, rel="good")
     pins0 = pin_files(d)
+    mq.publish(f"keypin/{DEV}/status", b"", retain=True)  # no retained status of an earlier test
     sub = mq.subscriber(f"keypin/{DEV}/status", count=4, timeout=60)
     runs = boots(d)
     assert [s for s, _ in runs] == [RESET, 0], runs
@@ -231,3 +235,173 @@ def test_power_cuts_at_every_step_old_or_new_never_a_mixture(pki, image, tmp_pat
     assert r["notnew"] == [], r["notnew"][:20]
     assert all(n >= 1 for n in r["cuts"].values()), r["cuts"]
     assert r["total"] >= 40, r
+
+
+# ------------------------------------------------------------------------------ refusals
+
+STATE_FILES = ("keypin-ota.json", "keypin-state.json", "keypin-reports.json")
+
+
+def software(d):
+    """What decides which software runs: every file but the ones the device writes about itself."""
+    return {k: v for k, v in tree(d).items() if k not in STATE_FILES}
+
+
+def sign_raw(key, manifest):
+    line = json.dumps(manifest, separators=(",", ":")).encode()
+    return line + b"\ned25519:" + base64.b64encode(key.sign(line)) + b"\n"
+
+
+def publish_raw(pub, key, manifest, version_text=None):
+    """A release the CLI refuses to make, signed with `key`, published like the CLI does."""
+    (pub / "release.json").write_bytes(sign_raw(key, manifest))
+    (pub / "release.version").write_text(f"{version_text or manifest['version']}\n")
+
+
+def good_manifest(pub):
+    return json.loads((pub / "release.json").read_bytes().split(b"\n")[0])
+
+
+def _bad_sig(pki, image, pub, tmp):
+    release(pki, image, 1, pub, key="evil")
+
+
+def _wrong_hash(pki, image, pub, tmp):
+    release(pki, image, 1, pub)
+    f = next(f for f in good_manifest(pub)["files"] if f["path"] == "lib/keypin/app.mpy")
+    b = pub / "blobs" / f["sha256"]
+    b.write_bytes(bytes(x ^ 1 for x in b.read_bytes()))  # same size, other bytes
+
+
+def _truncated(pki, image, pub, tmp):
+    release(pki, image, 1, pub)
+    f = next(f for f in good_manifest(pub)["files"] if f["path"] == "lib/keypin/app.mpy")
+    b = pub / "blobs" / f["sha256"]
+    b.write_bytes(b.read_bytes()[: f["size"] // 2])
+
+
+def _other_fleet(pki, image, pub, tmp):
+    release(pki, image, 1, pub)
+    r = subprocess.run([KEYPIN, "release", "--key", str(pki["keyfiles"]["rel"]), "--version", "2", "--fleet",
+                        "plant-b", "--image", str(image), "--publish", str(pub)], check=False, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _other_device(pki, image, pub, tmp):
+    release(pki, image, 1, pub, "--device", "dev-2", "--device", "dev-3")
+
+
+def _min_version(pki, image, pub, tmp):
+    release(pki, image, 2, pub, "--min-version", "1")
+
+
+def _traversal(pki, image, pub, tmp):
+    release(pki, image, 1, pub)
+    m = good_manifest(pub)
+    data = b"attacker's pins"
+    (pub / "blobs" / hashlib.sha256(data).hexdigest()).write_bytes(data)
+    m["files"].append({"path": "../pins.json", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    m["version"] = 2
+    publish_raw(pub, pki["signers"]["rel"], m)
+
+
+REFUSALS = {  # case: (make the release, the recorded reason, release base under nginx)
+    "bad signature": (_bad_sig, "bad signature (not signed by ed25519/", "files"),
+    "wrong hash": (_wrong_hash, "lib/keypin/app.mpy: SHA-256 does not match the release", "files"),
+    "truncated file": (_truncated, "lib/keypin/app.mpy: Content-Length", "files"),
+    "another fleet": (_other_fleet, "not for this device: fleet 'plant-b' (device is in 'plant-a')", "files"),
+    "another device": (_other_device, "not for this device: device 'dev-1' is not in the release's devices",
+                       "files"),
+    "min version": (_min_version, "version 2 updates only from version 1 or later (device has 0)", "files"),
+    "path outside the slot": (_traversal, "malformed: bad file path '../pins.json'", "files"),
+    "no Content-Length": (lambda pki, image, pub, tmp: release(pki, image, 1, pub), "boot.py: Content-Length None", "chunked"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refused_with_its_reason_and_nothing_changed(pki, image, tmp_path, servers, case):
+    ng, mq = servers
+    make, want, loc = REFUSALS[case]
+    name = "refuse-" + case.replace(" ", "-")
+    pub = ng.root / name
+    make(pki, image, pub, tmp_path)
+    d = device(pki, image, tmp_path, servers, rel=name)
+    if loc == "chunked":
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["release"]["url"] = f"https://{HOST}:{ng.port}/chunked/{name}/"
+        (d / "config.json").write_text(json.dumps(cfg))
+    before = software(d)
+    mq.publish(f"keypin/{DEV}/status", b"", retain=True)  # no retained status of an earlier test
+    sub = mq.subscriber(f"keypin/{DEV}/status", count=2, timeout=60)
+    s, out = power_on(d)
+    assert s == 0, out  # refused, and the device runs on
+    assert "ota: refused release" in out and want in out, out
+    assert software(d) == before, "the device's software or pins changed"
+    st = json.loads((d / "keypin-ota.json").read_text())
+    assert st["last"]["ok"] is False and want in st["last"]["reason"], st
+    msgs = [json.loads(m) for _, m in sub.result()]
+    assert want in msgs[-1]["software"]["last_check"]["reason"], msgs[-1]
+    assert msgs[-1]["software"]["version"] == 0 and msgs[-1]["software"]["slot"] == "factory"
+    # refused again at the next power-on, with no new flash write for the same reason
+    st_bytes = (d / "keypin-ota.json").read_bytes()
+    s, out = power_on(d)
+    assert s == 0 and want in out and (d / "keypin-ota.json").read_bytes() == st_bytes
+
+
+def test_older_version_refused_after_an_update(pki, image, tmp_path, servers):
+    ng, _ = servers
+    pub = ng.root / "older"
+    release(pki, image, 2, pub, "--file", f"{marked_main(tmp_path, 2)}=main.py")
+    d = device(pki, image, tmp_path, servers, rel="older")
+    assert [s for s, _ in boots(d)] == [RESET, 0]
+    assert pointer(d)["version"] == 2 and pointer(d)["state"] == "ok"
+    # the server now offers the older release 1 (genuinely signed), claiming a newer version
+    _, out = release(pki, image, 1, tmp_path / "v1")
+    shutil.copytree(tmp_path / "v1/blobs", pub / "blobs", dirs_exist_ok=True)
+    shutil.copy(tmp_path / "v1/release.json", pub / "release.json")
+    (pub / "release.version").write_text("9\n")
+    before = software(d)
+    s, out = power_on(d)
+    assert s == 0 and "software: release 2" in out, out
+    assert "ota: refused release 1: version 1 is not newer than the installed 2" in out, out
+    assert software(d) == before
+
+
+def test_release_whose_main_crashes_rolls_back_after_the_boot_limit(pki, image, tmp_path, servers):
+    ng, _ = servers
+    pub = ng.root / "crash"
+    release(pki, image, 1, pub, "--file", f"{marked_main(tmp_path, 1)}=main.py")
+    d = device(pki, image, tmp_path, servers, rel="crash")
+    assert [s for s, _ in boots(d)] == [RESET, 0]
+    release(pki, image, 2, pub, "--file", f"{marked_main(tmp_path, 2, crash=True)}=main.py")
+    pins0 = pin_files(d)
+    runs = boots(d)
+    status = [s for s, _ in runs]
+    # release 1 installs 2 (reset); release 2 crashes on each of its 3 trial boots (reset); then
+    # boot.py rolls back to release 1, which refuses release 2 (still served, and newer): a
+    # rolled-back version is never installed again, or the device would loop
+    assert status[:4] == [RESET, RESET, RESET, RESET], runs
+    assert all("release 2 is broken" in o for _, o in runs[1:4]), runs
+    assert "boot: release 2 rolled back to slot_a (no pinned self-test passed in 3 boots)" in runs[4][1], runs
+    assert status[4] == 0 and "software: release 1" in runs[4][1], runs[4]
+    assert "ota: refused release 2: version 2 was rolled back on this device" in runs[4][1], runs[4]
+    p = pointer(d)
+    assert p["slot"] == "slot_a" and p["version"] == 1 and p["state"] == "ok"
+    assert "rolled back" in p["last"]["reason"]
+    assert pin_files(d) == pins0
+
+
+def test_mitm_on_the_update_server_gets_zero_bytes(pki, image, tmp_path, servers):
+    crt, key = pki["files"]["mitm"]  # a CA-valid certificate for the right name, the attacker's key
+    with TLSServer(str(crt), str(key)) as mitm:
+        d = device(pki, image, tmp_path, servers)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["release"]["url"] = f"https://{HOST}:{mitm.port}/files/good/"
+        (d / "config.json").write_text(json.dumps(cfg))
+        before = software(d)
+        s, out = power_on(d)
+    assert s == 0, out
+    assert "release check failed: PinMismatch" in out, out
+    assert mitm.accepted >= 1 and mitm.handshakes == 0 and mitm.received == b"", (mitm.handshakes, mitm.received)
+    assert software(d) == before

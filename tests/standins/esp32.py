@@ -37,6 +37,7 @@ def _save(s):
 def bootloader():
     # what the second-stage bootloader decides at reset; the power-on harness calls it
     s = _load()
+    was = json.dumps(s)
     b = s["boot"]
     st = s["state"].get(b, "valid")
     if st == "new":
@@ -45,7 +46,8 @@ def bootloader():
         s["state"][b] = "aborted"
         b = s["boot"] = s["prev"]
     s["running"] = b
-    _save(s)
+    if json.dumps(s) != was:
+        _save(s)
     return b
 
 
