@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from handshakes import KEYS as HS_KEYS  # issue 13 (H5): Gen Y chains, lean listener
 from handshakes import TARGETS as HS_TARGETS
 from handshakes import run as handshakes_run
-from heap32.cycle import unpinned_min_heap  # issue 13 (H4): 32-bit heap, heap over unpinned
+from heap32.cycle import bisect, unpinned_min_heap  # issue 13 (H4): 32-bit heap, heap over unpinned
 from heap32.heap32 import KEYS as HEAP32_KEYS
 from heap32.heap32 import TARGETS as HEAP32_TARGETS
 from heap32.heap32 import run as heap32_run
@@ -233,15 +233,7 @@ def heap_bisect(work, crt, key, lk, servers, rows):
                             "import main\nprint('GOOD', main.run(cycles=1))"],
                            cwd=d, env=env, check=False, capture_output=True, text=True, timeout=120)
         return p.returncode == 0 and p.stdout.strip().endswith("GOOD 1") and "failed" not in p.stdout
-    lo, hi = 4, 256
-    if not passes(hi):
-        raise RuntimeError("a device cycle does not pass even with 256 KiB of heap")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if passes(mid):
-            hi = mid
-        else:
-            lo = mid
+    hi, lo = bisect(passes)
     rows.append(("device cycle", ("one main.py cycle (HTTPS update version check, MQTTS status, HTTPS "
                                   f"check-in) passes with -X heapsize={hi}k, fails with {lo}k")))
     un, un_lo = unpinned_min_heap(img, work)

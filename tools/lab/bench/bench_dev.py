@@ -27,6 +27,7 @@ def _batch(fn, arg, n):
 def spki(paths):
     import keypin_spki as N
     from keypin import spki as S
+    from keypin import spkiref as R  # the Python reference
     out = []
     for p in paths:
         with open(p, "rb") as f:
@@ -41,7 +42,7 @@ def spki(paths):
             nat.append(_batch(N.sha256, der, 200))
             hsh.append(_batch(h, sl, 200))
         for _ in range(15):
-            py.append(_batch(S.python_sha256, der, 50))
+            py.append(_batch(R.python_sha256, der, 50))
             nat2.append(_batch(N.sha256, der, 50))
         out.append({"cert": p.rsplit("/", 1)[-1], "native_us": med(nat) / 200, "hash_us": med(hsh) / 200,
                     "python_us": med(py) / 50, "native_over_hash": med(nat) / med(hsh),
