@@ -201,6 +201,58 @@ def commit(fs=None):
     ota(1, fs).commit()
 
 
+class SmallFlash(FS):
+    # stand-in for a board's flash of `cap` bytes (the host file system is larger): free() reports
+    # what is left (or `lie` bytes), and a write past the end fails with ENOSPC like LittleFS
+    def __init__(self, cap, lie=None):
+        self.cap, self.lie = cap, lie
+
+    def used(self):
+        return sum(os.stat(p)[6] for p in _walk("."))
+
+    def free(self, path):
+        return 4096, self.lie if self.lie is not None else self.cap - self.used()
+
+    def open(self, path):
+        return _Full(self, FS.open(self, path))
+
+
+class _Full:
+    def __init__(self, fs, f):
+        self.fs, self.f = fs, f
+
+    def write(self, d):
+        if self.fs.used() + len(d) > self.fs.cap:
+            raise OSError(28)
+        self.f.write(d)
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+
+
+def full_flash():
+    # a release that does not fit: refused before writing (free space check), and if the flash
+    # fills up anyway (free() was wrong), refused with the slot cleaned up; nothing changed
+    res = {}
+    for case, lie in (("precheck", None), ("enospc", 10 ** 9)):
+        fresh(W + "/factory")
+        before = sorted(_walk("."))
+        fs = SmallFlash(SmallFlash(0).used() + 20000, lie)
+        o = ota(1, fs)
+        o.url = URL
+        r = o.check(store=PinStore(os.getcwd() + "/pins.json"), timeout=10)
+        after = sorted(p for p in _walk(".") if p != "keypin-ota.json")
+        p, bad = running()
+        res[case] = {"result": r, "reason": o.state.get("last", {}).get("reason"), "changed": after != before,
+                     "version": p["version"], "bad": bad, "slots": [n for n in os.listdir(".") if n.startswith("slot")]}
+    print(json.dumps(res))
+
+
+if len(sys.argv) > 5 and sys.argv[5] == "full":
+    full_flash()
+    sys.exit(0)
+
 out = {"cuts": {}, "bad": [], "notnew": []}
 
 

@@ -23,6 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEYPIN = str(ROOT / ".venv/bin/keypin")
 UPY = str(ROOT / ".venv/bin/micropython")
 STANDINS = ROOT / "tests" / "standins"
+SRC = pathlib.Path(os.environ.get("KEYPIN_OTA_SRC") or ROOT)  # the device code under test (see image())
 HOST = "device.example.test"
 DEV = "dev-1"
 FLEET = "plant-a"
@@ -223,8 +224,7 @@ def test_power_cuts_at_every_step_old_or_new_never_a_mixture(pki, image, tmp_pat
     work.mkdir()
     d = device(pki, image, tmp_path, servers)
     shutil.move(str(d), str(work / "factory"))
-    shutil.copy(ROOT / "boot.py", work / "factory" / "boot.py")
-    env = dict(os.environ, MICROPYPATH=f".frozen:{ROOT}/lib:{ROOT}/build/natmod/x64:{STANDINS}")
+    env = dict(os.environ, MICROPYPATH=f".frozen:{SRC}/lib:{ROOT}/build/natmod/x64:{STANDINS}")
     p = subprocess.run([UPY, str(ROOT / "tests/integration/dev_ota.py"), str(work), str(ng.root / "cut"),
                         f"https://{HOST}:{ng.port}/files/cut/", HOST], check=False, capture_output=True, text=True,
                        timeout=int(os.environ.get("KEYPIN_OTA_TIMEOUT", "900")), env=env)
@@ -235,6 +235,30 @@ def test_power_cuts_at_every_step_old_or_new_never_a_mixture(pki, image, tmp_pat
     assert r["notnew"] == [], r["notnew"][:20]
     assert all(n >= 1 for n in r["cuts"].values()), r["cuts"]
     assert r["total"] >= 40, r
+
+
+def dev_ota(pki, image, tmp_path, servers, *args):
+    ng, _ = servers
+    work = tmp_path / "work"
+    work.mkdir()
+    d = device(pki, image, tmp_path, servers)
+    shutil.move(str(d), str(work / "factory"))
+    env = dict(os.environ, MICROPYPATH=f".frozen:{SRC}/lib:{ROOT}/build/natmod/x64:{STANDINS}")
+    p = subprocess.run([UPY, str(ROOT / "tests/integration/dev_ota.py"), str(work), str(ng.root), *args],
+                       check=False, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_full_flash_refused_before_writing_and_enospc_cleaned_up(pki, image, tmp_path, servers):
+    ng, _ = servers
+    release(pki, image, 1, ng.root / "full")
+    r = dev_ota(pki, image, tmp_path, servers, f"https://{HOST}:{ng.port}/files/full/", HOST, "full")
+    pre, nospc = r["precheck"], r["enospc"]
+    assert pre["result"] == "refused" and pre["reason"].startswith("not enough free flash: need "), pre
+    assert nospc["result"] == "refused" and "download failed: OSError: 28" in nospc["reason"], nospc
+    for case in (pre, nospc):
+        assert not case["changed"] and case["slots"] == [] and case["version"] == 0 and case["bad"] == [], case
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -405,3 +429,29 @@ def test_mitm_on_the_update_server_gets_zero_bytes(pki, image, tmp_path, servers
     assert "release check failed: PinMismatch" in out, out
     assert mitm.accepted >= 1 and mitm.handshakes == 0 and mitm.received == b"", (mitm.handshakes, mitm.received)
     assert software(d) == before
+
+
+def test_release_failing_its_pinned_selftest_rolls_back(pki, image, tmp_path, servers):
+    # the new software boots, but a server it must reach does not prove its pinned key (here the
+    # check-in is intercepted by a MITM while the release is on trial): no commit, and after the
+    # boot limit the device goes back to the factory software by itself
+    ng, _ = servers
+    pub = ng.root / "selftest"
+    release(pki, image, 1, pub, "--file", f"{marked_main(tmp_path, 1)}=main.py")
+    d = device(pki, image, tmp_path, servers, rel="selftest")
+    s, out = power_on(d)
+    assert s == RESET and "ota: release 1 installed in slot_a" in out, out
+    crt, key = pki["files"]["mitm"]
+    with TLSServer(str(crt), str(key)) as mitm:
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["https"]["url"] = f"https://{HOST}:{mitm.port}/checkin"
+        (d / "config.json").write_text(json.dumps(cfg))
+        runs = boots(d, 5)
+    assert [s for s, _ in runs] == [RESET, RESET, RESET, 0], runs
+    for _, o in runs[:3]:
+        assert "software: release 1" in o and "https check-in failed: PinMismatch" in o, o
+        assert "failed its pinned self-test" in o and "committed" not in o, o
+    assert "boot: release 1 rolled back to factory (no pinned self-test passed in 3 boots)" in runs[3][1]
+    assert "software: release" not in runs[3][1] and mitm.received == b""
+    p = pointer(d)
+    assert p["slot"] == "" and p["version"] == 0 and p["bad"] == [1]
