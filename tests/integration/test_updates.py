@@ -349,3 +349,30 @@ def test_rolling_key_change_and_a_compromise_during_the_roll(tmp_path, pki):
     finally:
         for ng in nodes.values():
             ng.stop()
+
+
+def test_a_bad_copy_of_the_pin_document_is_logged_and_reported(image, tmp_path, servers, pki):
+    """Issue 12.1: the device falls back to its second current copy, logs it, repairs, keeps working,
+    and the fallback reaches the operator as a pin-failure report over pinned MQTT."""
+    _, mq = servers
+    d = device(image, tmp_path, servers, https=False, mqtt_update=False)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["update"]  # no update path: MQTT status and reports only
+    (d / "config.json").write_text(json.dumps(cfg))
+    good, out = run_cycle(d)
+    assert good == 1, out
+    assert (d / "pins.json.2").read_bytes() == (d / "pins.json").read_bytes()  # the second copy
+    b = bytearray((d / "pins.json").read_bytes())
+    b[12] ^= 1
+    (d / "pins.json").write_bytes(bytes(b))
+    sub = mq.subscriber(f"keypin/{DEV}/reports", count=1, timeout=30)
+    try:
+        good, out = run_cycle(d)
+        assert good == 1, out
+        assert "keypin: store: pins.json: integrity check failed; using pins.json.2 (seq " in out, out
+        msg = json.loads(sub.result()[0][1])
+    finally:
+        mq.publish(f"keypin/{DEV}/reports", b"", retain=True)
+    assert [r["reason"] for r in msg["reports"]] == [l.split("keypin: ", 1)[1] for l in out.splitlines()
+                                                     if l.startswith("keypin: store: ")], (msg, out)
+    assert (d / "pins.json").read_bytes() == (d / "pins.json.2").read_bytes()  # repaired
