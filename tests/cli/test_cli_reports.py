@@ -45,7 +45,7 @@ def test_verified_tls_with_user_and_password(tlsbroker):
         tlsbroker.publish("keypin/dev-j/reports", b"", retain=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("keypin/dev-j/reports: 1 pin failure report from dev-j, 1 more dropped"), r.stdout
-    assert "    presented: depth 1 sha256/AAAA\n               depth 0 sha256/BBBB" in r.stdout
+    assert "    presented: depth 1: sha256/AAAA\n               depth 0: sha256/BBBB" in r.stdout
 
 
 def test_tls_errors_are_sentences(tlsbroker):

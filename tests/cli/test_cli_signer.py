@@ -319,14 +319,14 @@ def test_reports_prints_each_batch_as_a_block(kp, broker):
         ("dev-1/reports: 2 pin failure reports from dev-1, 2 more dropped (ring full)  "
         "[retained: sent before you subscribed]"),
         "  report 1: 2026-11-28 21:06:40Z  api.example.test:443  set api: unknown key",
-        f"    presented: depth 1 {P[5]}",
-        f"               depth 0 {P[6]}",
+        f"    presented: depth 1: {P[5]}",
+        f"               depth 0: {P[6]}",
         f"    pinned:    active {P[0]}",
         f"               backup 1 {P[1]}",
         f"               backup 2 {P[2]}",
         "    firmware:  micropython 1.29.0, keypin 0.1.0",
         "  report 2: time unknown  api.example.test:8883  set api: retired key",
-        f"    presented: depth 0 {P[3]}",
+        f"    presented: depth 0: {P[3]}",
         "    firmware:  micropython 1.29.0, keypin 0.1.0"]
     assert any(b.startswith("dev-2/reports: not a keypin report batch") for b in blocks), r.out
 

@@ -129,7 +129,7 @@ def test_reports_recorded_under_mitm_then_published_and_cleared(image, tmp_path,
     text = r.stdout
     assert text.startswith(f"keypin/{DEV}/reports: 2 pin failure reports from {DEV}  [retained"), text
     assert f"{HOST}:{mq.port}  set fleet: unknown key" in text or f"{HOST}:{ng.port}  set fleet: unknown key" in text
-    assert f"depth 0 {pki['pins']['mitm']}" in text and f"active {pki['pins']['active']}" in text
+    assert f"depth 0: {pki['pins']['mitm']}" in text and f"active {pki['pins']['active']}" in text
     assert f"backup 1 {pki['pins']['b0']}" in text and "firmware:  micropython" in text
 
 

@@ -52,7 +52,7 @@ def format_message(topic: str, payload: bytes, retained: bool) -> str:
                      f"{r.get('reason')}")
         chain = r.get("chain") or []
         for j, (d, p) in enumerate(x for x in chain if isinstance(x, list) and len(x) == 2):
-            lines.append(f"    {'presented:' if j == 0 else '':10} depth {d} {p}")
+            lines.append(f"    {'presented:' if j == 0 else '':10} depth {d}: {p}")  # as the device prints it
         if not chain:
             lines.append("    presented: (no certificate)")
         pins = r.get("pins") or {}
