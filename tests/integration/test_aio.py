@@ -290,3 +290,27 @@ def test_main_runs_the_asyncio_app_when_configured(tmp_path, pki, web, broker):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "done: 2/2 cycles ok" in p.stdout, p.stdout
     assert online.result() == [("keypin/aio-7/online", b"1")]
+
+
+def test_asyncio_app_keeps_running_under_hostile_retained_messages(tmp_path, pki, web, broker):
+    """A retained 2-byte non-UTF-8 command and a retained 3 MB message on the fleet pins topic,
+    with a 256 KiB heap: the asyncio app publishes its status every round and counts both
+    (the command makes App.on_cmd raise: ignored and counted; the 3 MB one is never allocated)."""
+    d = _app_dir(tmp_path, pki, web, broker, asyncio=True, cycles=2, update={"fleet": "f1"},
+                 device_id="aio-8")
+    broker.publish("keypin/aio-8/cmd", b"\xff\xfe", retain=True)
+    broker.publish("keypin/fleet/f1/pins", b"x" * (3 * 1024 * 1024), retain=True)
+    status = broker.subscriber("keypin/aio-8/status", count=2, timeout=40)
+    (d / "main.py").write_text((ROOT / "main.py").read_text())
+    import os
+    try:
+        p = subprocess.run([str(ROOT / "tools/upy"), "main.py"], cwd=d, check=False, capture_output=True,
+                           text=True, timeout=90, env=dict(os.environ, KEYPIN_HEAP="256k"))
+    finally:
+        broker.publish("keypin/aio-8/cmd", b"", retain=True)
+        broker.publish("keypin/fleet/f1/pins", b"", retain=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "done: 2/2 cycles ok" in p.stdout, p.stdout
+    s = [json.loads(m) for _, m in status.result()]
+    assert len(s) == 2, s
+    assert s[-1]["messages"] == {"dropped": 1, "malformed": 1}, s[-1]
