@@ -12,7 +12,7 @@ def read_sensor(n):
     return 20.0 + (n % 10) / 10
 
 
-async def sensor(app, every=5):
+async def sensor(app, every):
     n = 0
     while True:
         n += 1
@@ -28,7 +28,7 @@ async def main():
     app = aio_app.start("config.json")  # keypin's tasks are running from here on
     if app is None:  # no usable config.json or pin store: keypin said why
         return
-    asyncio.create_task(sensor(app, app.cfg.get("sensor_every", 5)))
+    asyncio.create_task(sensor(app, every=1))
     await app.wait()  # forever (or config "cycles" status rounds), then stops keypin's tasks
 
 

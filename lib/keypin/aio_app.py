@@ -36,7 +36,7 @@ class AioApp(App):
             self.mq = Client(self.dev, m["host"], m.get("port", 8883), user=m.get("user"),
                              password=m.get("password"), keepalive=m.get("keepalive", 60),
                              will=(self.topic("online"), b"0", True, 1), store=self.store, cadata=self.cadata,
-                             timeout=m.get("timeout", 10), max_msg=_CMDMAX, log=log)
+                             max_msg=_CMDMAX, log=log)
             self.mq.on_message = self.on_cmd
         return self.mq
 

@@ -260,7 +260,7 @@ def _app_dir(tmp_path, pki, web, broker, **cfg):
     shutil.copy(store(tmp_path, pki), d / "pins.json")
     c = {"device_id": "aio-7", "period": 1, "cycles": 3, "hosts": {HOST: "127.0.0.1"},
          "mqtt": {"host": HOST, "port": broker.port, "user": "dev", "password": "secret", "keepalive": 10},
-         "https": {"url": url(web.port), "interval": 1}, "sensor_every": 0.5}
+         "https": {"url": url(web.port), "interval": 1}}
     c.update(cfg)
     (d / "config.json").write_text(json.dumps(c))
     return d
