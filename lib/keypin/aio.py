@@ -24,7 +24,7 @@ _BUF = const(256)
 
 def _wait(s, wr):
     # until s is ready (a TLS socket maps the direction to the one mbedTLS needs)
-    q = asyncio.core._io_queue
+    q = asyncio.core._io_queue  # type: ignore[attr-defined]
     yield q.queue_write(s) if wr else q.queue_read(s)
 
 
@@ -93,7 +93,7 @@ class Stream:
     async def read(self, n=-1):
         # up to n bytes (b"" at the end); n < 0: everything until the end (unbounded)
         if n < 0:
-            parts = []
+            parts: list = []
             while True:
                 d = await self.read(_BUF)
                 if not d:

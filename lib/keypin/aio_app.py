@@ -42,7 +42,10 @@ class AioApp(App):
 
     async def publish(self, name, msg, retain=False, qos=0, timeout=None):
         # an application message on <prefix>/<device>/<name> over the pinned connection
-        await self.mq.publish(self.topic(name), msg, retain, qos, timeout)
+        mq = self.mq
+        if mq is None:
+            raise OSError(107, "no MQTT in config.json")
+        await mq.publish(self.topic(name), msg, retain, qos, timeout)
 
     def publish_status(self):
         # App.on_cmd("status") and the release hook call this: publish from a task
@@ -53,6 +56,8 @@ class AioApp(App):
 
     async def astatus(self):
         mq = self.mq
+        if mq is None:
+            return False
         try:
             await mq.publish(self.status_topic, json.dumps(self.status()), retain=True, timeout=mq.timeout)
             log("mqtt: status published to", self.status_topic)

@@ -156,11 +156,11 @@ class Response:
         self.close()
 
     def text(self):
-        return self.content.decode()
+        return (self.content or b"").decode()
 
     def json(self):
         import json
-        return json.loads(self.content)
+        return json.loads(self.content or b"")
 
     async def save(self, path, n=512, max_body=None):
         # a framed 2xx body to path.tmp, renamed over path only once complete

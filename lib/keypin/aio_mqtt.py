@@ -71,7 +71,7 @@ class Client:
         self._wl = asyncio.Lock()
         self._task = None
         self._stop = False
-        self._rx = 0
+        self._rx = time.ticks_ms()
 
     @property
     def connected(self):
@@ -215,7 +215,7 @@ class Client:
             msg = await s.readexactly(p)
         if pid is not None:
             await self._send(b"\x40\x02" + pid)
-        if msg is None:
+        if msg is None or topic is None:
             return
         self.received += 1
         f = self.on_message
