@@ -3,7 +3,8 @@
 pebble (Let's Encrypt's test CA) issues certificates through certbot for a fixed server key;
 nginx (HTTPS) and mosquitto (MQTTS) serve them; the device (main.py from a `keypin image`) runs
 in the MicroPython Unix port. Renewals, a CA that changes its root, a key compromise with
-rotation to backup 1, and the stolen old key with a fresh CA-valid certificate.
+rotation to backup 1, the stolen old key with a fresh CA-valid certificate, and a signed software
+release the device installs over pinned HTTPS (A/B slots, self-test, commit) keeping its pins.
 Prints a numbered narrative and a summary table; exits 1 if any step did not go as the story says.
 """
 import json
@@ -56,7 +57,7 @@ class Story:
         self.label = {p: n for n, p in self.pins.items()}
         sh(KEYPIN, "pinset", "new", "--file", w / "pins.json", "--name", "fleet", "--host", HOST,
            "--active-key", w / "keys/primary.pub", "--backup-key", w / "keys/backup1.pub",
-           "--backup-key", w / "keys/backup2.pub")
+           "--backup-key", w / "keys/backup2.pub", "--fleet", "demo")
         self.issue("primary")
         # devices connect through lean listeners (the leaf alone, docs/operations.md); nginx's
         # main listener keeps the full chain for browsers
@@ -67,6 +68,12 @@ class Story:
         cfg = {"device_id": "demo-1", "pins": "pins.json", "hosts": {HOST: "127.0.0.1"},
                "mqtt": {"host": HOST, "port": self.mq.port, "user": "dev", "password": "secret", "tries": 2},
                "https": {"url": f"https://{HOST}:{self.ng.lean_port}/checkin", "interval": 300}}
+        # software releases (step 8): the offline release signer; nothing released yet (version 0)
+        cfg["cycles"] = 1  # a power-on (step 8) runs one app cycle, like main.run(cycles=1) above
+        cfg["release"] = {"url": f"https://{HOST}:{self.ng.port}/files/release/",
+                          "signer": sh(KEYPIN, "signer", "keygen", "--out", w / "release.key").split()[0]}
+        (self.ng.root / "release").mkdir()
+        (self.ng.root / "release" / "release.version").write_text("0\n")
         (w / "config.json").write_text(json.dumps(cfg))
         sh(KEYPIN, "image", "--out", w / "image", "--arch", "x64", "--config", w / "config.json",
            "--pins", w / "pins.json")
@@ -161,11 +168,44 @@ class Story:
             self.serve()
             self.step("stolen old key, fresh CA cert", False, False,
                       check=lambda r: "retired" in r["saw"] and r["active"] == p["backup1"])
+            self.ota_step()
         finally:
             for s in reversed(self.servers):
                 s.stop()
         self.elapsed = time.time() - t0
         return self.steps
+
+    def ota_step(self):
+        # step 8 (keypin.ota): a signed software release over pinned HTTPS; the device reboots into
+        # it, passes its pinned self-test, commits, and keeps its pins
+        self.n += 1
+        self.say(f"\n{self.n}. A software release: the operator signs it offline (keypin release), publishes it "
+                 "where nginx serves files (the servers are back on backup 1); the device updates itself")
+        self.issue("backup1")
+        self.serve()
+        sh(KEYPIN, "release", "--key", self.w / "release.key", "--version", "1", "--fleet", "demo",
+           "--image", self.w / "image", "--publish", self.ng.root / "release")
+        pins = self._flash()
+        env = dict(os.environ, MICROPYPATH=f".frozen:{self.dev}/lib:{ROOT}/build/umqtt-pypi")
+        log, codes = "", []
+        for _ in range(4):  # power on again after each reset (exit 75), as a board does
+            p = subprocess.run([str(ROOT / ".venv/bin/micropython"), str(ROOT / "tests/standins/power_on.py")],
+                               cwd=self.dev, env=env, check=False, capture_output=True, text=True, timeout=120)
+            log += p.stdout + p.stderr
+            codes.append(p.returncode)
+            if p.returncode != 75:
+                break
+        ptr = json.loads((self.dev / "slot.json").read_text()) if (self.dev / "slot.json").exists() else {}
+        ok = (codes == [75, 0] and ptr.get("version") == 1 and ptr.get("state") == "ok"
+              and "ota: release 1 committed" in log and self._flash() == pins)
+        saw = (f"release 1 in {ptr.get('slot')}, self-test passed, committed; pins kept" if ok
+               else f"release {ptr.get('version')} {ptr.get('state')}")
+        self.say(f"   device: {saw}; over pinned HTTPS, pin store written {'no' if self._flash() == pins else 'YES'}"
+                 f" -> {'as expected' if ok else 'NOT AS EXPECTED'}")
+        if not ok:
+            self.say("   device log:\n" + "\n".join("     " + ln for ln in log.splitlines()))
+        self.steps.append({"n": self.n, "title": "software update (A/B, pinned)", "saw": saw, "connected": ok,
+                           "rotated": False, "ok": ok})
 
     def summary(self):
         rows = [("#", "step", "device saw", "connected", "rotated", "ok")]
@@ -192,7 +232,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     print("\nSummary\n")
     print(st.summary())
-    ok = len(steps) == 7 and all(r["ok"] for r in steps)
+    ok = len(steps) == 8 and all(r["ok"] for r in steps)
     print(f"\ndemo: {'all steps went as the story says' if ok else 'SOME STEPS DID NOT GO AS EXPECTED'} "
           f"({st.elapsed:.0f} s)")
     return 0 if ok else 1
