@@ -20,8 +20,7 @@ import time
 from micropython import const
 
 from keypin import aio, wire
-from keypin.mqtt import backoff
-from keypin.wire import MQTTError
+from keypin.wire import MQTTError, backoff
 
 _SKIP = const(64)
 

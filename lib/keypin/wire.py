@@ -185,3 +185,10 @@ class Saving:
             os.remove(self.path + ".tmp")
         except OSError as e:
             print("keypin: %s.tmp not removed: %s" % (self.path, e))
+
+
+def backoff(attempt, base=1, cap=60):
+    # reconnect delay in ms, exponential with full jitter: uniform in [d/2, d], d = base * 2**attempt s
+    from random import getrandbits
+    d = min(cap, base * (1 << min(attempt, 16))) * 1000
+    return d // 2 + (getrandbits(16) * (d // 2)) // 65536
