@@ -28,7 +28,7 @@ def test_lifecycle_story(tmp_path):
     text = "\n".join(lines)
     assert [r["title"] for r in steps] == ["first connection", "renewal 1", "renewal 2", "CA changed root + renewal",
                                            "server moved to backup 1", "device restart",
-                                           "stolen old key, fresh CA cert"], text
+                                           "stolen old key, fresh CA cert", "software update (A/B, pinned)"], text
     for r in steps:
         assert r["ok"], f"step {r['n']} {r['title']}: {r['saw']}\n{r['log']}"
     # renewals and the root change: connected, no rotation, no flash write
@@ -41,6 +41,7 @@ def test_lifecycle_story(tmp_path):
     last = steps[6]
     assert not last["connected"] and "retired key" in last["log"] and not last["wrote"]
     assert "| 7 | stolen old key, fresh CA cert |" in st.summary()
+    assert "ota: release 1 committed in slot_a" in steps[7]["log"]  # step 8 (keypin.ota), pins kept
     # both protocols were really used in every good step
     for r in steps[:6]:
         assert "mqtt: connected to" in r["log"] and "https: check-in" in r["log"] and "-> 200" in r["log"]

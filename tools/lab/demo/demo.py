@@ -205,7 +205,7 @@ class Story:
         if not ok:
             self.say("   device log:\n" + "\n".join("     " + ln for ln in log.splitlines()))
         self.steps.append({"n": self.n, "title": "software update (A/B, pinned)", "saw": saw, "connected": ok,
-                           "rotated": False, "ok": ok})
+                           "rotated": False, "ok": ok, "log": log})
 
     def summary(self):
         rows = [("#", "step", "device saw", "connected", "rotated", "ok")]
