@@ -141,9 +141,9 @@ def main():
         lib = img / "lib"
         size = sum(f.stat().st_size for f in lib.rglob("*") if f.is_file() and "umqtt" not in f.parts)
         res["image_bytes"] = size
-        nat = (lib / "keypin_spki.mpy").exists()
+        mod = "C" if (lib / "keypin_spki.mpy").exists() else "viper" if (lib / "keypin_spkiv.mpy").exists() else None
         rows.append(("image (xtensawin) lib/", f"{size} bytes in {sum(1 for f in lib.rglob('*.mpy'))} .mpy files"
-                     + ("" if nat else " (native module not built: no xtensa toolchain here)")))
+                     + (f", SPKI {mod} module included" if mod else " (no SPKI module: the Python reference)")))
         # ---- ed25519 ----
         if (ROOT / "lib/keypin/ed25519.py").exists():
             res["ed25519_verify_ms_unix"] = ed25519_ms(work, rows)
