@@ -97,7 +97,7 @@ class App:
             from keypin.mqtt import Client
             self.mq = Client(self.dev, m["host"], m.get("port", 8883), user=m.get("user"),
                              password=m.get("password"), keepalive=m.get("keepalive", 60),
-                             store=self.store, cadata=self.cadata, log=log)
+                             store=self.store, cadata=self.cadata, log=log, timeout=m.get("timeout", 10))
             self.mq.set_callback(self.on_cmd)
             self.mq.subscribe(self.cmd_topic, max_msg=_CMDMAX)
             if self.pins_topic:

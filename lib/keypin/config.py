@@ -15,7 +15,7 @@ SCHEMA = {
     "hosts": "h", "asyncio": "b",
     "wifi": {"ssid": "s", "password": "s", "timeout_ms": "i"},
     "mqtt": {"host": "s", "port": "p", "user": "s", "password": "s", "keepalive": "i",
-             "topic_prefix": "s", "tries": "i"},
+             "topic_prefix": "s", "tries": "i", "timeout": "n"},
     "https": {"url": "s", "interval": "n", "timeout": "n"},
     "update": {"url": "s", "fleet": "s", "state": "s", "interval": "n", "timeout": "n"},
     "reports": ("b", {"path": "s", "size": "i", "min_interval": "n", "max_writes": "i"}),

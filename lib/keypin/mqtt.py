@@ -8,9 +8,11 @@
 # against per-topic limits before anything is allocated for the message; a larger one is
 # drained in small pieces and dropped (`dropped`); a callback that raises (non-UTF-8, bad
 # JSON) is counted (`malformed`); neither stops the client.
+# `timeout` (s) bounds the TLS handshake + CONNECT/CONNACK + the subscriptions as one deadline,
+# then each packet read (once its first byte is in), each wait for an acknowledgement and each
+# publish: a broker that drips bytes or stops answering cannot hold the device (issue 12.6).
 import sys
 import time
-from random import getrandbits as _rnd
 
 from micropython import const
 
@@ -24,17 +26,29 @@ _PIECE = const(256)
 
 class PinnedSSL:
     # stands where umqtt expects an ssl module/context
-    def __init__(self, host, port, store=None, cadata=None):
+    def __init__(self, host, port, store=None, cadata=None, timeout=None):
         self.host = host
         self.port = port
         self.store = store
         self.cadata = cadata
+        self.timeout = timeout
         self.last = None
 
     def wrap_socket(self, sock, server_hostname=None, **kw):
         # server_hostname from umqtt may be an address; the pinned name is self.host
-        self.last = _tls.wrap(sock, self.host, self.port, store=self.store, cadata=self.cadata)
+        self.last = _tls.wrap(sock, self.host, self.port, store=self.store, cadata=self.cadata,
+                              deadline=_until(self.timeout))
         return _Connack(self.last)
+
+
+def _until(t):
+    return None if t is None else time.ticks_add(time.ticks_ms(), int(t * 1000))
+
+
+def _late(s):
+    # True when the stream's deadline has passed (a read then ends short instead of raising)
+    d = getattr(s, "deadline", None)
+    return d is not None and time.ticks_diff(d, time.ticks_ms()) <= 0
 
 
 class _Connack:
@@ -76,18 +90,16 @@ def _umqtt():
     return MQTTClient
 
 
-def backoff(attempt, base=1, cap=60):
-    # exponential backoff with full jitter, in ms: uniform in [d/2, d]
-    d = min(cap, base * (1 << min(attempt, 16))) * 1000
-    return d // 2 + (_rnd(16) * (d // 2)) // 65536
+backoff = wire.backoff  # exponential backoff with full jitter (ms), shared with keypin.aio_mqtt
 
 
 class Client:
     def __init__(self, client_id, host, port=8883, *, user=None, password=None, keepalive=60,
-                 store=None, cadata=None, addr=None, mqtt_class=None, log=print):
+                 store=None, cadata=None, addr=None, mqtt_class=None, log=print, timeout=10):
         self.host = host
         self.port = port
-        self.ssl = PinnedSSL(host, port, store, cadata)
+        self.timeout = timeout
+        self.ssl = PinnedSSL(host, port, store, cadata, timeout)
         cls = mqtt_class or _umqtt()
         server = addr or _tls.resolve.get(host) or host
         self.c = cls(client_id, server, port, user, password, keepalive, ssl=self.ssl)
@@ -116,10 +128,13 @@ class Client:
             sys.modules["ussl"] = self.ssl  # type: ignore[assignment]
         try:
             r = self.c.connect(clean_session)
-        except BaseException:
+        except BaseException as e:
             # umqtt made the socket before failing (TCP refused, TLS or CONNACK error): release
             # it, or every failed attempt leaks a descriptor (lwIP has about 10)
+            late = self.ssl.last is not None and _late(self.ssl.last)
             self.close()
+            if late and not isinstance(e, OSError):  # umqtt indexed a CONNACK cut by the deadline
+                raise OSError(110, "mqtt: no CONNACK from %s:%d within timeout=%s s" % (self.host, self.port, self.timeout))
             raise
         finally:
             if self.legacy:
@@ -139,9 +154,20 @@ class Client:
             self.verdict = None
         self.connected = True
         self.failures = 0
-        for t in self.subs:
-            self.c.subscribe(t)
+        try:
+            for t in self.subs:
+                self.c.subscribe(t)
+        except BaseException:  # no SUBACK (deadline, close, garbage): not connected, socket released
+            self.close()
+            raise
+        self._arm(False)  # connected: polls use the socket's own blocking mode again
         return r
+
+    def _arm(self, on=True):
+        # the stream's deadline: `timeout` from now, or none
+        s = self.c.sock
+        if s is not None and hasattr(s, "set_deadline"):
+            s.set_deadline(_until(self.timeout) if on else None)
 
     def ensure(self, tries=5, sleep_ms=None):
         # (re)connect with exponential backoff + jitter; bounded by `tries`
@@ -185,8 +211,11 @@ class Client:
             self.log("mqtt: message on %s ignored (%s: %s)" % (_name(topic), type(e).__name__, e))
 
     def _read(self, n):
-        d = self.c.sock.read(n)
+        s = self.c.sock
+        d = s.read(n)
         if d is None or len(d) != n:
+            if _late(s):
+                raise OSError(110, "mqtt: deadline passed inside a packet (timeout=%s s)" % self.timeout)
             raise OSError(-1, "mqtt: connection closed inside a packet")
         return d
 
@@ -200,16 +229,21 @@ class Client:
                 raise OSError(-1, "mqtt: connection closed inside a packet")
             n -= k
 
-    def _wait_msg(self):
+    def _wait_msg(self, block=True):
         # umqtt's wait_msg with the sizes checked first; the same contract: None, or the
-        # first byte of a packet other than PUBLISH (its caller reads the rest)
+        # first byte of a packet other than PUBLISH (its caller reads the rest). Blocking (as
+        # umqtt waits for SUBACK/PUBACK): within `timeout`; polling: no wait for a first byte.
         s = self.c.sock
+        self._arm(block)
+        if not block:
+            s.setblocking(False)
         res = s.read(1)
         s.setblocking(True)
         if res is None:
             return None
         if res == b"":
             raise OSError(-1)
+        self._arm()  # the rest of this packet within the timeout
         self.packets += 1
         op = res[0]
         if op == 0xD0:  # PINGRESP
@@ -259,6 +293,7 @@ class Client:
         if not self.connected:
             self.ensure(tries)
         try:
+            self._arm()
             self.c.publish(topic, msg, retain, qos)
         except OSError as e:
             self.log("mqtt: publish failed (%s); reconnecting" % e)
@@ -267,8 +302,7 @@ class Client:
             self.c.publish(topic, msg, retain, qos)
 
     def check_msg(self):
-        self.c.sock.setblocking(False)
-        return self._wait_msg()
+        return self._wait_msg(False)
 
     def wait_msg(self):
         return self._wait_msg()

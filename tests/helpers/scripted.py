@@ -1,7 +1,8 @@
 """Loopback servers that misbehave on purpose after a genuine TLS handshake (CPython ssl).
 
 ScriptedHTTPS(certfile, keyfile, reply, drip=None, end="notify", prefix=b"") accepts connections,
-completes the handshake, reads the request head, then sends `prefix` at once and `reply` (bytes):
+completes the handshake, reads the request head (or, with until=None, the first bytes: an MQTT
+CONNECT), then sends `prefix` at once and `reply` (bytes):
 all at once, or one byte every `drip` seconds (`sent` counts the reply bytes). Then it ends the connection with a TLS close_notify ("notify"), with a bare
 TCP FIN and no close_notify ("fin"), or holds it until the client closes ("hold").
 It records the requests, the bytes it managed to send and whether the client hung up first.
@@ -18,9 +19,10 @@ from helpers.servers import TLSServer
 
 
 class ScriptedHTTPS(TLSServer):
-    def __init__(self, certfile, keyfile, reply, drip=None, end="notify", hold=20.0, prefix=b""):
+    def __init__(self, certfile, keyfile, reply, drip=None, end="notify", hold=20.0, prefix=b"", until=b"\r\n\r\n"):
         assert end in ("notify", "fin", "hold")
         self.reply, self.drip, self.end, self.hold, self.prefix = reply, drip, end, hold, prefix
+        self.until = until  # what ends the request; None: the first bytes received (an MQTT CONNECT)
         self.requests = []
         self.handshakes = 0
         self.sent = 0  # reply bytes sent (all connections)
@@ -31,11 +33,13 @@ class ScriptedHTTPS(TLSServer):
         s = self.ctx.wrap_socket(c, server_side=True)
         self.handshakes += 1
         head = b""
-        while b"\r\n\r\n" not in head and len(head) < 65536:
+        while len(head) < 65536:
             d = s.recv(4096)
             if not d:
                 return
             head += d
+            if self.until is None or self.until in head:
+                break
         self.requests.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
         try:
             if self.prefix:

@@ -2,7 +2,7 @@
 #   dev_mqtt.py STORE PORT GEN SCENARIO [FLAGFILE]
 # GEN: legacy (PyPI umqtt.simple 1.3.4) | current (stand-in for micropython-lib >= 1.4)
 # SCENARIO: publish | restart (publish, wait for FLAGFILE, publish again after the broker restart)
-#   | badpass (log in with a wrong password) | hostile (subscribe where hostile retained messages
+#   | badpass (log in with a wrong password) | drip (connect with timeout=2 to a broker that drips) | hostile (subscribe where hostile retained messages
 #   sit, keep polling, then publish "alive": the client must survive them)
 import json
 import os
@@ -21,8 +21,13 @@ if gen == "current":
 out = {"log": []}
 try:
     pw = b"wrong" if sc == "badpass" else b"secret"
-    c = mqtt.Client(b"kp-dev-" + gen.encode(), "device.example.test", port, user=b"dev", password=pw,
-                    addr="127.0.0.1", mqtt_class=cls, log=lambda m: out["log"].append(m))
+    kw = {"timeout": 2} if sc == "drip" else {}
+    try:
+        c = mqtt.Client(b"kp-dev-" + gen.encode(), "device.example.test", port, user=b"dev", password=pw,
+                        addr="127.0.0.1", mqtt_class=cls, log=lambda m: out["log"].append(m), **kw)
+    except TypeError:  # a keypin without mqtt timeouts (to see the drip test fail on it)
+        c = mqtt.Client(b"kp-dev-" + gen.encode(), "device.example.test", port, user=b"dev", password=pw,
+                        addr="127.0.0.1", mqtt_class=cls, log=lambda m: out["log"].append(m))
     out["legacy"] = c.legacy
     got = []
     if sc == "hostile":

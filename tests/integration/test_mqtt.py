@@ -165,3 +165,29 @@ def test_failed_connects_leak_no_socket(tmp_path, pki):
     assert p.returncode == 0, p.stderr
     before, after, failures = map(int, p.stdout.split())
     assert failures == 8 and after == before, p.stdout
+
+
+@pytest.mark.parametrize("reply", ["drip", "silent"])
+@pytest.mark.parametrize("gen", GENS)
+def test_a_dripping_or_silent_broker_cannot_hold_the_client(tmp_path, pki, gen, reply):
+    """After a genuine handshake the broker drips its CONNACK one byte every 1.5 s (each within a
+    2 s per-read timeout), or never answers: timeout=2 is one deadline for handshake + CONNACK
+    (seen failing first: the old client had no timeout at all and waited for the whole CONNACK,
+    or for ever)."""
+    from helpers.scripted import ScriptedHTTPS
+    crt, key = pki["files"]["active"]
+    connack = b"\x20\x02\x00\x00"
+    drip = 1.5 if reply == "drip" else None
+    with ScriptedHTTPS(crt, key, connack if drip else b"", drip=drip, end="hold", until=None, hold=12) as srv:
+        p = subprocess.Popen([str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_mqtt.py"),
+                              str(store(tmp_path, pki)), str(srv.port), gen, "drip"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    r = json.loads(out.strip().splitlines()[-1])
+    assert not r["ok"] and r["error"] == "OSError" and "110" in r["msg"] + str(r.get("errno")), r
+    assert srv.sent < len(connack) if drip else srv.client_hung_up is False, (srv.sent, r)
