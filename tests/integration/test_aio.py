@@ -314,3 +314,63 @@ def test_asyncio_app_keeps_running_under_hostile_retained_messages(tmp_path, pki
     s = [json.loads(m) for _, m in status.result()]
     assert len(s) == 2, s
     assert s[-1]["messages"] == {"dropped": 1, "malformed": 1}, s[-1]
+
+
+def _signed_app(tmp_path, pki, web, broker, **cfg):
+    """An asyncio app whose pin store takes signed updates (fleet f1, signer s1) -> (dir, s1, new pin)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from helpers.pki import pin_document2
+    from test_updates import signer_of
+    s1 = ed25519.Ed25519PrivateKey.generate()
+    p = pki["pins"]
+    d = _app_dir(tmp_path, pki, web, broker, asyncio=True, **cfg)
+    (d / "pins.json").write_bytes(pin_document2(
+        {"api": {"hosts": [HOST], "active": [p["active"]], "backups": [[p["b0"]]], "policy": "leaf"}},
+        signer=signer_of(s1), fleet="f1"))
+    return d, s1, pin(new_key())
+
+
+def _run_main(d, heap=None):
+    import os
+    (d / "main.py").write_text((ROOT / "main.py").read_text())
+    env = dict(os.environ, KEYPIN_HEAP=heap) if heap else None
+    p = subprocess.run([str(ROOT / "tools/upy"), "main.py"], cwd=d, check=False, capture_output=True, text=True,
+                       timeout=90, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+@pytest.mark.parametrize("via", ["https", "mqtt"])
+def test_asyncio_app_applies_a_signed_update(tmp_path, pki, web, broker, via):
+    from test_updates import raw_update
+    p = pki["pins"]
+    dev_id = f"aio-upd-{via}"
+    upd = {"fleet": "f1"} if via == "mqtt" else {"url": url(web.port, f"/files/{dev_id}.txt")}
+    d, s1, new = _signed_app(tmp_path, pki, web, broker, cycles=2, device_id=dev_id, update=upd)
+    data = raw_update(s1, 1, {"api": {"hosts": [HOST], "active": [p["active"]], "backups": [[p["b0"]], [new]],
+                                      "policy": "leaf"}}, fleet="f1")
+    if via == "https":
+        (web.root / f"{dev_id}.txt").write_bytes(data)
+        (web.root / f"{dev_id}.txt.version").write_text("1\n")
+    else:
+        broker.publish("keypin/fleet/f1/pins", data, retain=True)
+    try:
+        out = _run_main(d)
+    finally:
+        if via == "mqtt":
+            broker.publish("keypin/fleet/f1/pins", b"", retain=True)
+    assert f"update: applied version 1 via {via}" in out, out
+    doc = read_document(d / "pins.json")
+    assert doc["version"] == 1 and doc["sets"]["api"]["backups"] == [[p["b0"]], [new]], doc
+
+
+def test_asyncio_app_answers_a_status_command(tmp_path, pki, web, broker):
+    d = _app_dir(tmp_path, pki, web, broker, asyncio=True, cycles=2, period=2, device_id="aio-cmd")
+    broker.publish("keypin/aio-cmd/cmd", b"status", retain=True)
+    status = broker.subscriber("keypin/aio-cmd/status", count=3, timeout=40)
+    try:
+        out = _run_main(d)
+    finally:
+        broker.publish("keypin/aio-cmd/cmd", b"", retain=True)
+    assert "command: status" in out, out
+    assert len(status.result()) == 3, out  # two rounds + the one the command asked for
