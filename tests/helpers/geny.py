@@ -141,9 +141,10 @@ class GenY:
         return self.presented[0]
 
     @classmethod
-    def build(cls, kind, d, host, key=None, x1=None):
+    def build(cls, kind, d, host, key=None, x1=None, names=()):
         """kind "ecdsa" or "rsa"; key: the leaf's private key (a new one by default, P-256 or
-        RSA-2048); x1: (key, cert) of the X1 look-alike to share between chains. Writes
+        RSA-2048); x1: (key, cert) of the X1 look-alike to share between chains; names: more
+        DNS names in the leaf (SAN) besides host. Writes
         d/<kind>-fullchain.pem, -leaf.pem, -privkey.pem, -anchor.pem (X1) and returns the chain."""
         d = pathlib.Path(d)
         d.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,7 @@ class GenY:
             leaf_aia, leaf_crl = "http://yr1.i.example.test/", "http://yr1.c.example.test/42.crl"
         else:
             raise ValueError(kind)
-        leaf = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]), key, inter.subject, ik, days=45, aia=leaf_aia, crl=leaf_crl, hosts=(host,), sct=True)
+        leaf = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]), key, inter.subject, ik, days=45, aia=leaf_aia, crl=leaf_crl, hosts=(host, *names), sct=True)
         g = cls(kind, host, key, [leaf, *chain], x1c)
         g.files = {"fullchain": d / f"{kind}-fullchain.pem", "leaf": d / f"{kind}-leaf.pem",
                    "privkey": d / f"{kind}-privkey.pem", "anchor": d / f"{kind}-anchor.pem"}
@@ -227,7 +228,7 @@ def wire_certificate_message(port, host, timeout=30):
 _EXTRA_SERVER = """
     server {{
         listen {host}:{port} ssl;
-        server_name _;
+        server_name {name};
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols {protocols};
@@ -249,8 +250,10 @@ class LeanNginx(Nginx):
     locations); listeners={"lean": (certfile, keyfile), ...} adds a server block per name on its
     own port (.ports[name]), with /checkin. LeanNginx(d, chain) serves chain's fullchain on .port
     and its leaf alone (same key) on .lean_port: the device listener of docs/operations.md.
-    Every file is copied into the server's directory; reload(..., listeners={name: (cert, key)})
-    swaps them in place and waits until each listener serves its new leaf."""
+    A listener given as (certfile, keyfile, server_name) shares .port instead and is chosen by
+    the SNI name (the other way docs/operations.md shows). Every file is copied into the server's
+    directory; reload(..., listeners={name: (cert, key)}) swaps them in place and waits until each
+    listener serves its new leaf."""
 
     def __init__(self, workdir, chain=None, *, certfile=None, keyfile=None, listeners=None, **kw):
         if chain is not None:
@@ -262,16 +265,17 @@ class LeanNginx(Nginx):
         super().__init__(workdir, str(certfile), str(keyfile), **kw)
 
     def _copy_listeners(self, listeners):
-        for n, (c, k) in listeners.items():
-            self._listeners[n] = (self.dir / f"{n}.crt", self.dir / f"{n}.key")
-            _copy_pair(c, k, *self._listeners[n])
+        for n, (c, k, *sni) in listeners.items():
+            old = self._listeners.get(n, (None, None, None))[2]
+            self._listeners[n] = (self.dir / f"{n}.crt", self.dir / f"{n}.key", sni[0] if sni else old)
+            _copy_pair(c, k, *self._listeners[n][:2])
 
     def reload(self, certfile=None, keyfile=None, listeners=None):
         self._copy_listeners(listeners or {})
         super().reload(certfile, keyfile)
         for n in listeners or {}:
             want, deadline = leaf_der(self._listeners[n][0]), time.monotonic() + START_TIMEOUT
-            while served_leaf_der(self.ports[n]) != want:
+            while served_leaf_der(self.ports[n], server_hostname=self._listeners[n][2]) != want:
                 if time.monotonic() > deadline:
                     raise ServerError(f"nginx reload: listener {n} still serves its old certificate")
                 time.sleep(0.05)
@@ -282,9 +286,9 @@ class LeanNginx(Nginx):
 
     def _pick(self):
         taken = {self.port}
-        for n in self._listeners:
-            p = free_port()
-            while p in taken:
+        for n, (_, _, sni) in self._listeners.items():
+            p = self.port if sni else free_port()
+            while not sni and p in taken:
                 p = free_port()
             taken.add(p)
             self.ports[n] = p
@@ -295,9 +299,9 @@ class LeanNginx(Nginx):
         if set(self.ports) != set(self._listeners):
             self._pick()
         super()._write_conf()
-        blocks = "".join(_EXTRA_SERVER.format(host=HOST, port=self.ports[n], cert=c, key=k,
+        blocks = "".join(_EXTRA_SERVER.format(host=HOST, port=self.ports[n], cert=c, key=k, name=sni or "_",
                                               protocols=" ".join(self.protocols))
-                         for n, (c, k) in self._listeners.items())
+                         for n, (c, k, sni) in self._listeners.items())
         text = self.conf.read_text().rstrip()
         assert text.endswith("}")
         self.conf.write_text(text[:-1] + blocks + "}\n")

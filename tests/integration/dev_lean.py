@@ -1,6 +1,7 @@
 # Device side of test_lean.py (Unix port): one pinned connection per target, same store.
-#   dev_lean.py STORE TARGET...   TARGET = https:NAME:PORT (GET /checkin?via=NAME)
-#                                        | mqtt:NAME:PORT  (publish keypin/lean/NAME)
+#   dev_lean.py STORE TARGET...   TARGET = https:NAME:PORT[:HOST] (GET /checkin?via=NAME)
+#                                        | mqtt:NAME:PORT[:HOST]  (publish keypin/lean/NAME)
+# HOST (default device.example.test) is the name connected to (SNI), resolved to 127.0.0.1.
 # Prints one JSON line: {NAME: {ok, verdict, status | error}, "writes": n, "active": pin}.
 import json
 import sys
@@ -21,17 +22,18 @@ class CountFS(_FS):
 HOST = "device.example.test"
 st = PinStore(sys.argv[1], fs=CountFS())
 keypin.use_store(st)
-tls.resolve[HOST] = "127.0.0.1"
 out = {}
 for t in sys.argv[2:]:
-    kind, name, port = t.split(":")
+    kind, name, port, *h = t.split(":")
+    host = h[0] if h else HOST
+    tls.resolve[host] = "127.0.0.1"
     r = {}
     try:
         if kind == "https":
-            resp = https.get("https://%s:%s/checkin?via=%s" % (HOST, port, name))
+            resp = https.get("https://%s:%s/checkin?via=%s" % (host, port, name))
             r["status"], r["verdict"] = resp.status, resp.verdict
         else:
-            c = mqtt.Client(b"kp-lean-" + name.encode(), HOST, int(port), user=b"dev", password=b"secret",
+            c = mqtt.Client(b"kp-lean-" + name.encode(), host, int(port), user=b"dev", password=b"secret",
                             addr="127.0.0.1")
             c.ensure(tries=1)
             r["verdict"] = c.verdict
@@ -44,5 +46,6 @@ for t in sys.argv[2:]:
         r["ok"], r["error"], r["msg"] = False, "OSError", repr(e)
     out[name] = r
 out["writes"] = CountFS.writes
-out["active"] = PinStore(sys.argv[1]).get(st.find(HOST))["active"]
+st2 = PinStore(sys.argv[1])  # reloaded from flash
+out["active"] = st2.get(st2.names()[0])["active"]
 print(json.dumps(out))

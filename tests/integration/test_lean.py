@@ -174,6 +174,32 @@ def test_check_keeps_chain_verifying_sets_on_the_full_chain(site, tmp_path):
     assert first.startswith("listener: full chain: 4 certificates") and "lean" not in first
 
 
+def test_lean_listener_by_server_name_on_the_same_port(tmp_path):
+    """The other nginx layout of docs/operations.md: one port, the device name (SNI) gets the leaf
+    alone, the browsers' name the full chain; the certificate names both."""
+    dev_name = "devices.example.test"
+    ch = GenY.build("ecdsa", tmp_path / "issued", HOST, names=(dev_name,))
+    f = tmp_path / "pins.json"
+    r = keypin("pinset", "new", "--file", f, "--name", "fleet", "--host", dev_name, "--active", pin(ch.key),
+               "--backup", pin(new_key()))
+    assert r.returncode == 0, r.stderr
+    with LeanNginx(tmp_path, certfile=ch.files["fullchain"], keyfile=ch.files["privkey"],
+                   listeners={"lean": (ch.files["leaf"], ch.files["privkey"], dev_name)},
+                   protocols=("TLSv1.2",)) as ng:
+        assert ng.lean_port == ng.port
+        from keypin_cli.tlsprobe import fetch_chain
+        assert fetch_chain(LOOPBACK, ng.port, dev_name, timeout=5).certs == ch.ders()[:1]
+        assert fetch_chain(LOOPBACK, ng.port, HOST, timeout=5).certs == ch.ders()
+        device(f)
+        before = flash(f)
+        d = device(f, f"https:bysni:{ng.port}:{dev_name}")
+        assert d["bysni"] == {"ok": True, "status": 200, "verdict": "active"}, d
+        assert d["writes"] == 0 and flash(f) == before
+        assert [q["sni"] for q in ng.requests() if q["uri"] == "/checkin?via=bysni"] == [dev_name]
+        r = keypin("check", "--host", f"{LOOPBACK}:{ng.port}", "--sni", dev_name, "--pinset", f)
+        assert r.returncode == 0 and r.stdout.startswith("listener: leaf only"), r
+
+
 def test_lean_listener_is_no_way_around_the_pin(site, tmp_path):
     """A lean listener presenting another key's leaf is refused like any other: no request at nginx."""
     other = GenY.build("ecdsa", tmp_path / "other", HOST)
