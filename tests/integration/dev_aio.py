@@ -112,6 +112,8 @@ async def main():
         elif sc == "connect":
             s = await aio.connect(HOST, A["port"], timeout=A.get("timeout", 10))
             out["verdict"] = s.verdict
+            if A.get("banner"):  # the server speaks first
+                out["banner"] = (await s.readline()).decode()
             await s.awrite(b"ping\n")
             out["reply"] = (await s.readline()).decode()
             s.close()

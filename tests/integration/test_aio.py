@@ -374,3 +374,22 @@ def test_asyncio_app_answers_a_status_command(tmp_path, pki, web, broker):
         broker.publish("keypin/aio-cmd/cmd", b"", retain=True)
     assert "command: status" in out, out
     assert len(status.result()) == 3, out  # two rounds + the one the command asked for
+
+
+class _Banner:
+    # a server context whose TLS sockets speak first: a line right after the handshake
+    def __init__(self, ctx, line):
+        self.ctx, self.line = ctx, line
+
+    def wrap_socket(self, sock, **kw):
+        s = self.ctx.wrap_socket(sock, **kw)
+        s.sendall(self.line)
+        return s
+
+
+def test_a_server_that_speaks_first(tmp_path, pki):
+    crt, key = pki["files"]["active"]
+    with TLSServer(str(crt), str(key)) as srv:
+        srv.ctx = _Banner(srv.ctx, b"220 hello\n")
+        r = dev(store(tmp_path, pki), "connect", port=srv.port, banner=True)
+    assert r["verdict"] == "active" and r["banner"] == "220 hello\n" and r["reply"] == "OK ping\n", r
