@@ -174,7 +174,7 @@ class Client:
             return await self._publish_in(s, h & 15, n)
         if t in (0x40, 0x90, 0xB0) and 2 <= n <= 8:  # PUBACK, SUBACK, UNSUBACK
             d = await s.readexactly(n)
-            if t == 0x90 and d[2] & 0x80:
+            if t == 0x90 and (n < 3 or d[2] & 0x80):
                 self.log("mqtt: subscription refused by the broker (SUBACK 0x80)")
             v = self._acks.pop(int.from_bytes(d[:2], "big"), None)
             if v is not None:
@@ -236,7 +236,10 @@ class Client:
                 self.log("mqtt: no answer from %s for %d s: reconnecting" % (self.host, ka * 3 // 2000))
                 self._drop()  # the reader then fails and the supervisor reconnects
                 return
-            await self._send(b"\xc0\x00")
+            try:
+                await self._send(b"\xc0\x00")
+            except OSError:  # the connection is gone: the reader sees it too
+                return
 
     async def serve(self):
         # read until the connection fails (keepalive pings meanwhile)

@@ -48,6 +48,9 @@ MUT = [
  ("status command not published", "lib/keypin/aio_app.py",
   "        asyncio.create_task(self.astatus())\n", "",
   "test_asyncio_app_answers_a_status_command"),
+ ("no keepalive ping", "lib/keypin/aio_mqtt.py",
+  "        pt = asyncio.create_task(self._pinger()) if self.keepalive else None",
+  "        pt = None", "test_keepalive_pings_reach_the_broker"),
 ]
 
 

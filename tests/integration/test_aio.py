@@ -393,3 +393,12 @@ def test_a_server_that_speaks_first(tmp_path, pki):
         srv.ctx = _Banner(srv.ctx, b"220 hello\n")
         r = dev(store(tmp_path, pki), "connect", port=srv.port, banner=True)
     assert r["verdict"] == "active" and r["banner"] == "220 hello\n" and r["reply"] == "OK ping\n", r
+
+
+def test_keepalive_pings_reach_the_broker(tmp_path, pki, broker):
+    start = len(broker.log())
+    r = dev(store(tmp_path, pki), "mqtt", port=broker.port, keepalive=1, supervise=True, sub="keypin/aio/ka",
+            listen=3, id="ka")
+    assert "error" not in r["mqtt"], r
+    pings = broker.log()[start:].count("Received PINGREQ from kp-aio-ka")
+    assert pings >= 3, broker.log()[start:][-2000:]  # one every keepalive/2 = 0.5 s for 3 s
