@@ -285,3 +285,22 @@ def test_device_library_loads_what_the_cli_writes(kp, tmp_path, upy):
     assert r.out.startswith(f"{f}: keypin-pins/2 seq 3 ")
     assert f"active: {P[2]}" in r.out and f"retired: {P[1]}" in r.out
     assert "allow_no_backup" in r.out
+
+
+def test_set_ca_anchors(kp, pki, tmp_path):
+    # issue 15.4: the CA certificates of a set (CA+pin mode) go into pins.json and its signed updates
+    f = tmp_path / "pins.json"
+    r = kp("pinset", "new", "--file", f, "--name", "api", "--host", "a.test", "--active", P[0], "--backup", P[1],
+           "--policy", "any")
+    assert r.rc == 0 and "policy any but no CA certificate" in r.err, r
+    root = pki.write("root.pem", pki.pem(pki.root))
+    r = kp("pinset", "set-ca", "--file", f, "--set", "api", "--ca", root)
+    assert r.rc == 0 and "1 CA certificate" in r.out and "policy any but no CA" not in r.err, r
+    from cryptography.hazmat.primitives import serialization
+    want = base64.b64encode(pki.root.public_bytes(serialization.Encoding.DER)).decode()
+    assert read_doc(f)["sets"]["api"]["ca"] == [want]
+    key = pki.write("k.pem", pki.pem(pki.key("ec")))
+    r = kp("pinset", "set-ca", "--file", f, "--set", "api", "--ca", key)
+    assert r.rc == 1 and "not a certificate" in r.err
+    assert kp("pinset", "set-ca", "--file", f, "--set", "api", "--clear").rc == 0
+    assert "ca" not in read_doc(f)["sets"]["api"]

@@ -376,3 +376,44 @@ def test_a_bad_copy_of_the_pin_document_is_logged_and_reported(image, tmp_path, 
     assert [r["reason"] for r in msg["reports"]] == [l.split("keypin: ", 1)[1] for l in out.splitlines()
                                                      if l.startswith("keypin: store: ")], (msg, out)
     assert (d / "pins.json").read_bytes() == (d / "pins.json.2").read_bytes()  # repaired
+
+
+def test_ca_anchors_arrive_change_and_go_by_signed_update(tmp_path, pki):
+    """Issue 15.4: a signed update adds a set's CA certificate (the device then connects in CA+pin
+    mode: CERT_REQUIRED with it as the trust anchor), replaces it with another CA's (the same server
+    now fails CA verification: the anchor is really used), and removes it (pin-only again)."""
+    from cryptography.hazmat.primitives import serialization as ser
+    ca, other = CA("Anchor"), CA("Other")
+    k = new_key()
+    d = tmp_path / "node"
+    d.mkdir()
+    crt, key = ca.write_chain(d, "node", k, HOST)
+    ng = Nginx(d, str(crt), str(key))
+    try:
+        def b64(c):
+            return base64.b64encode(c.public_bytes(ser.Encoding.DER)).decode()
+
+        s1 = pki["signers"]["s1"]
+        base = {"hosts": [HOST], "active": [pin(k)], "backups": [[pki["pins"]["b0"]]], "policy": "leaf"}
+        u = [raw_update(s1, 1, {"api": {**base, "ca": [b64(ca.root)]}}),
+             raw_update(s1, 2, {"api": {**base, "ca": [b64(other.root)]}}),
+             raw_update(s1, 3, {"api": base})]
+        for i, data in enumerate(u, 1):
+            (tmp_path / f"u{i}.txt").write_bytes(data)
+        store = tmp_path / "pins.json"
+        store.write_bytes(pin_document2({"api": base}, signer=signer_of(s1), fleet=FLEET))
+        steps = [["get", ng.port]]
+        for i in (1, 2, 3):
+            steps += [["offer", str(tmp_path / f"u{i}.txt")], ["get", ng.port]]
+        f = tmp_path / "steps.json"
+        f.write_text(json.dumps(steps))
+        p = subprocess.run([str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_rolling.py"), str(store), str(f)],
+                           check=False, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        got = json.loads(p.stdout.strip().splitlines()[-1])
+    finally:
+        ng.stop()
+    assert [x[:3] for x in got] == [["get", ng.port, 200], ["offer", "applied", "applied"], ["get", ng.port, 200],
+                                    ["offer", "applied", "applied"], ["get", ng.port, "error"],
+                                    ["offer", "applied", "applied"], ["get", ng.port, 200]], got
+    assert "CertError" in got[4][3] and "verification failed" in got[4][3], got

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 from pathlib import Path
 
@@ -211,6 +212,29 @@ def cmd_pinset_list(a) -> int:
     return 0
 
 
+def cmd_pinset_set_ca(a) -> int:
+    """The set's CA certificates (trust anchors for CA+pin mode), or none with --clear."""
+    doc = pindoc.load(a.file)
+    s = pindoc.get_set(doc, a.set)
+    if bool(a.ca) == bool(a.clear):
+        raise CommandError("give --ca FILE (repeat) or --clear")
+    if a.clear:
+        s.pop("ca", None)
+    else:
+        ders = []
+        for f in a.ca:
+            for item in material.load_items(read_input(f), f):
+                if item.cert is None or item.kind != "cert":
+                    raise CommandError(f"{f}: not a certificate ({item.kind})")
+                if item.pin in doc["retired"]:
+                    raise CommandError(f"{f}: the key of {item.desc} is retired ({item.pin}): never trusted again")
+                ders.append(base64.b64encode(item.cert.public_bytes(serialization.Encoding.DER)).decode())
+        s["ca"] = list(dict.fromkeys(ders))
+    _save(a.file, doc)
+    _print_set(a.set, s)
+    return 0
+
+
 def cmd_pinset_set_fleet(a) -> int:
     doc = pindoc.load(a.file)
     fleet = pindoc.check_fleet(a.fleet)
@@ -346,6 +370,12 @@ def args_show(p):
     add_json_arg(p)
 
 
+def args_set_ca(p):
+    p.add_argument("--set", required=True, metavar="NAME", help="the set")
+    p.add_argument("--ca", action="append", metavar="FILE", help="CA certificate(s), PEM or DER (repeat)")
+    p.add_argument("--clear", action="store_true", help="remove the set's CA certificates (pin-only mode)")
+
+
 def args_set_fleet(p):
     p.add_argument("--fleet", required=True, metavar="F", help="the devices' fleet")
     p.add_argument("--force", action="store_true", help="replace a fleet the document already names")
@@ -410,6 +440,8 @@ PINSET_ACTIONS = [
      "example:\n  keypin pinset show --file pins.json --set api", args_show),
     ("list", cmd_pinset_list, "one line per set",
      "example:\n  keypin pinset list --file pins.json", args_none),
+    ("set-ca", cmd_pinset_set_ca, "the set's CA certificates for CA+pin mode (sent with the next signed update)",
+     "example:\n  keypin pinset set-ca --file pins.json --set api --ca isrg-root-x1.pem", args_set_ca),
     ("set-fleet", cmd_pinset_set_fleet, "name the fleet of the devices provisioned with this file",
      "example:\n  keypin pinset set-fleet --file pins.json --fleet plant-a", args_set_fleet),
     ("set-signer", cmd_pinset_set_signer, "name the signer whose updates devices provisioned with this file accept",
