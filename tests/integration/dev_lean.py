@@ -1,7 +1,8 @@
 # Device side of test_lean.py (Unix port): one pinned connection per target, same store.
-#   dev_lean.py STORE TARGET...   TARGET = https:NAME:PORT[:HOST] (GET /checkin?via=NAME)
+#   dev_lean.py STORE TARGET...   TARGET = https:NAME:PORT[:HOST[:CAFILE]] (GET /checkin?via=NAME)
 #                                        | mqtt:NAME:PORT[:HOST]  (publish keypin/lean/NAME)
-# HOST (default device.example.test) is the name connected to (SNI), resolved to 127.0.0.1.
+# HOST (default device.example.test) is the name connected to (SNI), resolved to 127.0.0.1;
+# CAFILE (DER or PEM): CA+pin mode (cadata), the chain is verified up to it as well.
 # Prints one JSON line: {NAME: {ok, verdict, status | error}, "writes": n, "active": pin}.
 import json
 import sys
@@ -25,12 +26,16 @@ keypin.use_store(st)
 out = {}
 for t in sys.argv[2:]:
     kind, name, port, *h = t.split(":")
-    host = h[0] if h else HOST
+    host = h[0] if h and h[0] else HOST
+    cadata = None
+    if len(h) > 1:
+        with open(h[1], "rb") as f:
+            cadata = f.read()
     tls.resolve[host] = "127.0.0.1"
     r = {}
     try:
         if kind == "https":
-            resp = https.get("https://%s:%s/checkin?via=%s" % (host, port, name))
+            resp = https.get("https://%s:%s/checkin?via=%s" % (host, port, name), cadata=cadata)
             r["status"], r["verdict"] = resp.status, resp.verdict
         else:
             c = mqtt.Client(b"kp-lean-" + name.encode(), host, int(port), user=b"dev", password=b"secret",

@@ -174,6 +174,22 @@ def test_check_keeps_chain_verifying_sets_on_the_full_chain(site, tmp_path):
     assert first.startswith("listener: full chain: 4 certificates") and "lean" not in first
 
 
+def test_ca_and_pin_devices_need_the_full_chain(site):
+    """A device in CA+pin mode (cadata = the root) connects through the full-chain listener and is
+    refused by the lean one: no request reaches nginx from it, the store is not written."""
+    store = site["dir"] / "ca-device-pins.json"
+    store.write_bytes(site["pins"].read_bytes())
+    device(store)
+    before = flash(store)
+    ng, anchor = site["ng"], site["chain"].files["anchor"]
+    r = device(store, f"https:cafull:{ng.port}::{anchor}", f"https:calean:{ng.lean_port}::{anchor}")
+    assert r["cafull"] == {"ok": True, "status": 200, "verdict": "active"}, r
+    assert r["calean"]["ok"] is False, r
+    vias = [q["uri"] for q in ng.requests() if q["uri"].startswith("/checkin?via=ca")]
+    assert vias == ["/checkin?via=cafull"]
+    assert r["writes"] == 0 and flash(store) == before
+
+
 def test_lean_listener_by_server_name_on_the_same_port(tmp_path):
     """The other nginx layout of docs/operations.md: one port, the device name (SNI) gets the leaf
     alone, the browsers' name the full chain; the certificate names both."""
