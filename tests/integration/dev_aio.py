@@ -82,7 +82,7 @@ async def mqtt():
             await asyncio.wait_for_ms(_serve(c, got), int(A.get("listen", 2) * 1000))
         elif A.get("sub"):
             await asyncio.sleep(A.get("listen", 2))
-        out.update(got=got, received=c.received, dropped=c.dropped, malformed=c.malformed)
+        out.update(got=got, received=c.received, dropped=c.dropped, malformed=c.malformed, connects=c.connects)
         await c.disconnect()
     except Exception as e:
         out.update(err(e))

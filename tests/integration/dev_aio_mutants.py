@@ -51,6 +51,9 @@ MUT = [
  ("no keepalive ping", "lib/keypin/aio_mqtt.py",
   "        pt = asyncio.create_task(self._pinger()) if self.keepalive else None",
   "        pt = None", "test_keepalive_pings_reach_the_broker"),
+ ("silence not noticed", "lib/keypin/aio_mqtt.py",
+  "            if time.ticks_diff(time.ticks_ms(), self._rx) > ka + ka // 2:",
+  "            if False:", "test_a_silent_broker_is_left_and_reconnected"),
 ]
 
 

@@ -402,3 +402,24 @@ def test_keepalive_pings_reach_the_broker(tmp_path, pki, broker):
     assert "error" not in r["mqtt"], r
     pings = broker.log()[start:].count("Received PINGREQ from kp-aio-ka")
     assert pings >= 3, broker.log()[start:][-2000:]  # one every keepalive/2 = 0.5 s for 3 s
+
+
+class _SilentBroker(TLSServer):
+    # answers CONNECT with CONNACK rc 0, then never again (no PINGRESP, no SUBACK)
+    def _one(self, c):
+        with self.ctx.wrap_socket(c, server_side=True) as s:
+            self.handshakes += 1
+            s.recv(4096)
+            s.sendall(b"\x20\x02\x00\x00")
+            while s.recv(4096):
+                pass
+
+
+def test_a_silent_broker_is_left_and_reconnected(tmp_path, pki):
+    crt, key = pki["files"]["active"]
+    with _SilentBroker(str(crt), str(key)) as srv:
+        r = dev(store(tmp_path, pki), "mqtt", port=srv.port, keepalive=1, supervise=True, sub="keypin/aio/x",
+                listen=5, id="silent")
+    m = r["mqtt"]
+    assert "error" not in m and m["connects"] >= 2 and srv.handshakes >= 2, r
+    assert any("no answer from" in ln for ln in r["log"]), r["log"]
