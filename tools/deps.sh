@@ -21,6 +21,10 @@ done
 if command -v clang >/dev/null 2>&1 && ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
     need="$need libclang-rt-dev"
 fi
+# a 32-bit C toolchain (gcc -m32) for the 32-bit viper test interpreter (tests/firmware/upy32)
+if ! command -v gcc >/dev/null 2>&1 || ! echo 'int main(void){return 0;}' | gcc -m32 -x c - -o /dev/null 2>/dev/null; then
+    need="$need gcc-multilib"
+fi
 if [ -n "$need" ]; then
     echo "deps: installing Debian packages:$need"
     if [ "$(id -u)" != 0 ]; then

@@ -223,9 +223,9 @@ def test_the_word_model_catches_32_bit_mistakes(vectors_dir):
     guard = "            if k == 4 and b[p] >= 0x80:\n"
     assert guard in SRC
     m1 = SRC.replace(guard, "            if False:\n")
-    cast = "                x = uint(s[_W + ((i + 1) & 15)])  # w[i-15]\n"
+    cast = "                y = uint(s[_W + ((i + 14) & 15)])  # w[i-2]\n"
     assert cast in SRC
-    m2 = SRC.replace(cast, "                x = s[_W + ((i + 1) & 15)]  # w[i-15]\n")
+    m2 = SRC.replace(cast, "                y = s[_W + ((i + 14) & 15)]  # w[i-2]\n")
     for name, src in (("length formed in a word", m1), ("signed schedule word", m2)):
         assert check(load(64, src), cases, find) == [], name  # x64 cannot tell
         bad = check(load(32, src), cases, find)
