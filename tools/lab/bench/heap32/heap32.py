@@ -18,7 +18,8 @@ stubs and the frozen binascii loaded):
                           the SPKI path), a store with two sets, that set's context objects
   heap32_mqtt_kib         keypin.mqtt's own cost on top of core (and of umqtt): a connected client
   heap32_https_kib        keypin.https's own cost on top of core, after a request
-  heap32_app_steady_kib   what main.py keeps resident between cycles (mqtt + https + update check)
+  heap32_app_steady_kib   what main.py keeps resident between cycles (mqtt + https + update check; the
+                          first check applies a signed update; "app0" in build/heap32.json: none announced)
   heap32_update_peak_kib  the largest live heap at the steps of verifying and applying a signed
                           update (core loaded): received, parsed, signature verified, checked, applied
   heap32_aio_kib          keypin.aio imported on top of core (when lib/keypin/aio.py exists; this port has
@@ -133,7 +134,7 @@ def run(work: pathlib.Path | None = None, rows: list | None = None) -> dict:
     try:
         work.mkdir(parents=True, exist_ok=True)
         files = prepare(work)
-        detail = {c: node_case(files, c) for c in CASES + ("modules",)}
+        detail = {c: node_case(files, c) for c in CASES + ("app0", "modules")}
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
