@@ -47,8 +47,9 @@ name = st.find(host)
 st2 = PinStore(store_path)  # reload from flash: what a rebooted device sees
 s2 = st2.get(name)
 out["seq"] = st2.seq
-out["active"] = s2["active"]
-out["backups"] = s2["backups"]
-out["retired"] = s2["retired"]
+# pin document v2: one pin in service is printed as that pin, backups flat, retired device-wide
+out["active"] = s2["active"][0] if len(s2["active"]) == 1 else s2["active"]
+out["backups"] = [p for g in s2["backups"] for p in g]
+out["retired"] = st2.doc["retired"]
 out["writes"] = CountFS.writes
 print(json.dumps(out))

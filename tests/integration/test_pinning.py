@@ -65,9 +65,9 @@ def test_backup_accepted_and_committed_on_confirm(tmp_path, pki):
     assert r["ok"] and r["verdict"] == "backup" and r["backup"] == 0 and r["after"] == "rotated"
     assert r["active"] == p["b0"] and r["backups"] == [p["b1"], p["b2"]]
     assert p["active"] in r["retired"] and p["retired"] in r["retired"]
-    assert r["writes"] == 1 and r["seq"] == 2
+    assert r["writes"] == 2 and r["seq"] == 2  # one commit: the two current copies (pin document v2)
     doc = read_document(store)
-    assert doc["sets"]["api"]["active"] == p["b0"]
+    assert doc["sets"]["api"]["active"] == [p["b0"]]
 
 
 def test_no_commit_without_confirm(tmp_path, pki):
