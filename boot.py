@@ -69,15 +69,18 @@ def _ok(slot):
         return False
 
 
-def rollback(p, why, fs=None):
-    # back to p["prev"]; a new firmware image still running is switched back first
+def rollback(p, why, fs=None, strikes=0):
+    # back to p["prev"]; a new firmware image still running is switched back first. keypin.ota
+    # refuses a version with 2 strikes in "bad": a used-up boot limit is 2, a reset during a trial
+    # boot (the bootloader rolled the firmware back: a crash, or a power cut) 1, a switch that a
+    # power cut stopped before the first trial boot 0
     fw = p.get("fw") and _running() == p["fw"]
     if fw:
         from esp32 import Partition
         Partition(Partition.RUNNING).get_next_update().set_boot()  # type: ignore[arg-type]
     prev = p.get("prev") or {}
     n = {"slot": prev.get("slot", ""), "version": prev.get("version", 0), "state": "ok",
-         "bad": (p.get("bad") or [])[-3:] + [p["version"]],  # keypin.ota refuses these versions
+         "bad": (p.get("bad") or [])[-6:] + [p["version"]] * strikes,
          "last": {"version": p["version"], "ok": False, "reason": "rolled back: " + why}}
     write(n, fs)
     print("boot: release %d rolled back to %s (%s)" % (p["version"], n["slot"] or "factory", why))
@@ -91,9 +94,9 @@ def choose(fs=None):
     p = read()
     if p.get("state") == "trial":
         if p.get("fw") and _running() != p["fw"]:
-            return rollback(p, "firmware %s did not boot" % p["fw"], fs)
+            return rollback(p, "firmware %s did not boot" % p["fw"], fs, 1 if p.get("boots") else 0)
         if p.get("boots", 0) >= p.get("max", 3):
-            return rollback(p, "no pinned self-test passed in %d boots" % p.get("boots", 0), fs)
+            return rollback(p, "no pinned self-test passed in %d boots" % p.get("boots", 0), fs, 2)
         if not _ok(p["slot"]):
             return rollback(p, "slot %s incomplete" % p["slot"], fs)
         p["boots"] = p.get("boots", 0) + 1

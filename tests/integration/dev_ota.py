@@ -18,7 +18,8 @@ import esp32  # the stand-in (tests/standins on MICROPYPATH)
 W, WWW, URL, HOST = sys.argv[1:5]
 sys.path.insert(0, W + "/factory")  # the root boot.py, as on the device
 from keypin import tls
-from keypin.ota import FS, Ota
+from keypin.ota import Ota
+from keypin.ota_get import FS
 from keypin.store import PinStore
 
 import boot
