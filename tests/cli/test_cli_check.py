@@ -28,6 +28,7 @@ def test_exit_codes_active_backup_mismatch_retired(kp, pki, tls_server, tmp_path
     assert r.rc == 2, r
     assert f"ROTATION: depth 0 matches backup 2 {pki.pin(k_b2)} of set srv" in r.out
     assert f"retires {pki.pin(k_active)} and backups 1..1" in r.out
+    assert "serves a key outside the group in service" in r.err and "pinset add-active" in r.err  # clusters
 
     srv = tls_server(*pki.server_files("other", k_other))
     r = kp("check", "--host", srv.addr, "--pinset", f)

@@ -91,6 +91,11 @@ def cmd_check(a) -> int:
             print(f"ROTATION: depth {d.depth} matches backup {d.backup_index} {d.pin} of set {name}: a device "
                   f"accepts it and, after the first good response, makes it the active pin and retires "
                   f"{', '.join(s['active'])}{more}")
+        # several nodes under one name (issue 18): this node serves a key outside the group in service
+        note(f"this node serves a key outside the group in service of set {name}: if other nodes of "
+             f"{a.sni or host} still serve {', '.join(s['active']) or 'the keys in service'}, devices that meet this "
+             "node retire those keys and then refuse the other nodes. For a rolling key change, put the key in "
+             f"service first (keypin pinset add-active --set {name} ..., sent by signed update), then move the nodes")
         return 2
     report = decide.failure_report(chain, host, port, name, s, d.outcome, a.sni)
     if d.outcome == decide.RETIRED:
