@@ -157,13 +157,14 @@ def test_provision_replaces_pins_and_removes_old_generations(kp, pki, tmp_path, 
     _pins(kp, pki, pins)
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"server": "api.example.test"}))
-    for name in ("pins.json", "pins.json.old", "pins.json.new"):
+    for name in ("pins.json", "pins.json.old", "pins.json.new", "pins.json.2", "pins.json.2.new"):
         (fake_board.root / name).write_text("older generation")
     r = kp("provision", "--port", "/dev/fake", "--config", cfg, "--pins", pins)
     assert r.rc == 0, r
     assert (fake_board.root / "pins.json").read_bytes() == pins.read_bytes()
     assert (fake_board.root / "config.json").read_bytes() == cfg.read_bytes()
-    assert not (fake_board.root / "pins.json.old").exists() and not (fake_board.root / "pins.json.new").exists()
+    for name in ("pins.json.old", "pins.json.new", "pins.json.2", "pins.json.2.new"):
+        assert not (fake_board.root / name).exists(), name
     # a corrupt pin document never reaches the board
     bad = pki.write("bad.json", pins.read_bytes().replace(b'"seq": 1', b'"seq": 9'))
     calls = len(fake_board.calls)

@@ -74,14 +74,16 @@ def provision_files(config: Path, pins: Path) -> tuple[list[tuple[str, str, str]
     """-> ([(local, device path, sha256)], device files to remove first).
 
     The pin document goes where config.json says ("pins", default pins.json); the store's older and
-    half-written generations (.old, .new) are removed, else a higher seq there would win on the board."""
+    half-written generations (.old, .new) and the second copy (.2, .2.new) are removed, else a higher
+    seq there would win on the board."""
     cdata, pdata = read_input(str(config)), read_input(str(pins))
     cfg = image.validate_config(cdata, str(config))
     pindoc.parse(pdata, str(pins))
     dev_pins = board.device_path(image.pins_path(cfg, str(config)))
     files = [(str(config), board.device_path(board.DEVICE_CONFIG), hashlib.sha256(cdata).hexdigest()),
              (str(pins), dev_pins, hashlib.sha256(pdata).hexdigest())]
-    return files, [dev_pins + ".old", dev_pins + ".new"]
+    # (pin document v2: the second current copy .2 and the temporaries .new, .2.new too)
+    return files, [dev_pins + x for x in (".old", ".new", ".2", ".2.new")]
 
 
 def cmd_provision(a) -> int:
