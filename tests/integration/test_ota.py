@@ -13,11 +13,11 @@ import shutil
 import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from helpers.pki import CA, new_key, pin
 from helpers.realservers import Mosquitto, Nginx
 from helpers.servers import TLSServer
+from test_updates import signer_of, write_key  # the same Ed25519 signer helpers as the pin updates
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEYPIN = str(ROOT / ".venv/bin/keypin")
@@ -28,17 +28,6 @@ HOST = "device.example.test"
 DEV = "dev-1"
 FLEET = "plant-a"
 RESET = 75  # boot.reset(): the software reset the board
-
-
-def signer_of(key):
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519/" + base64.b64encode(raw).decode()
-
-
-def write_key(path, key):
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return path
 
 
 def pins_document(pins, fleet=FLEET):
@@ -84,12 +73,9 @@ def image(pki):
 
 @pytest.fixture(scope="module")
 def servers(pki):
-    crt, key = pki["files"]["active"]
-    ng = Nginx(pki["dir"], str(crt), str(key))
-    mq = Mosquitto(pki["dir"], str(crt), str(key), users={"dev": "secret"})
-    yield ng, mq
-    ng.stop()
-    mq.stop()
+    crt, key = (str(p) for p in pki["files"]["active"])
+    with Nginx(pki["dir"], crt, key) as ng, Mosquitto(pki["dir"], crt, key, users={"dev": "secret"}) as mq:
+        yield ng, mq
 
 
 def release(pki, image, version, publish, *extra, key="rel", check=True):
