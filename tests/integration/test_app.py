@@ -288,3 +288,23 @@ def test_config_checked_by_one_schema_on_device_and_cli(image, tmp_path, servers
     (d / "config.json").write_text(json.dumps(cfg))
     rc, out = run_main(d)
     assert rc == 0 and "unknown key(s) ignored: typo_key" in out and "done: 1/1 cycles ok" in out, out
+
+
+def test_a_dripping_checkin_server_cannot_stretch_the_cycle(image, tmp_path, servers, pki):
+    """issue 12.6: the check-in server (the pinned key) drips its reply one byte every 0.25 s; with
+    https.timeout 2 the check-in fails with the deadline, the rest of the cycle (status over MQTT)
+    goes on, and the server could not deliver its reply (seen failing first: the old app waited for
+    the whole dripped reply, ~20 s, and counted a good check-in)."""
+    from helpers.scripted import ScriptedHTTPS
+    crt, key = pki["files"]["active"]
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"x" * 40
+    with ScriptedHTTPS(crt, key, reply, drip=0.25, end="hold") as srv:
+        d = device(image, tmp_path, srv.port, servers.mq.port)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["https"]["timeout"] = 2
+        (d / "config.json").write_text(json.dumps(cfg))
+        sub = servers.mq.subscriber(f"keypin/{DEV}/status", count=1, timeout=30)
+        good, out = run_cycle(d)
+    assert good == 0 and "https check-in failed: OSError" in out and "deadline" in out, out
+    assert "mqtt: status published" in out and len(sub.result()) == 1, out
+    assert srv.sent < len(reply), (srv.sent, out)
