@@ -10,7 +10,7 @@
 from micropython import const
 
 from keypin import aio, wire
-from keypin.wire import HTTPError, StatusError
+from keypin.wire import HTTPError
 
 _MAXREDIR = const(3)
 _MAXBODY = const(16384)  # .content when no max_body is given
@@ -164,13 +164,11 @@ class Response:
 
     async def save(self, path, n=512, max_body=None):
         # a framed 2xx body to path.tmp, renamed over path only once complete
-        if not 200 <= self.status < 300:
+        try:
+            wire.savable(self.status, self.framed, self.url)
+        except HTTPError:
             self.close()
-            raise StatusError(self.status, "%s answered %d: nothing saved" % (self.url, self.status))
-        if not self.framed:
-            self.close()
-            raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
-                            "cannot be proven)" % self.url)
+            raise
         t = 0
         with wire.Saving(path) as f:
             while True:
@@ -209,13 +207,7 @@ async def request(method, url, *, headers=None, data=None, json=None, timeout=10
     # limit unless given here or to chunk/save). unframed=True accepts a close-delimited body.
     from keypin import tls
     st = store or tls.default_store()
-    if json is not None:
-        import json as _j
-        data = _j.dumps(json)
-        headers = dict(headers or {})
-        headers.setdefault("Content-Type", "application/json")
-    if isinstance(data, str):
-        data = data.encode()
+    data, headers = wire.body(data, json, headers)
     end = aio.until(timeout)
     for _ in range(_MAXREDIR + 1):
         r = await aio.within(_one(method, url, headers, data, st, cadata, max_body, unframed, end),

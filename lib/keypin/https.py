@@ -13,7 +13,9 @@ from micropython import const
 
 from keypin import wire
 from keypin.tls import connect
-from keypin.wire import HTTPError, StatusError
+from keypin.wire import HTTPError
+
+StatusError = wire.StatusError  # raised by save() and by keypin.update (a reply with an unusable status)
 
 _PIECE = const(128)
 _MAXREDIR = const(3)
@@ -147,13 +149,11 @@ class Response:
 
     def save(self, path, chunk=512, max_body=None):
         # stream a framed 2xx body to path.tmp, then rename: a cut download leaves no file
-        if not 200 <= self.status < 300:
+        try:
+            wire.savable(self.status, self.framed, self.url)
+        except HTTPError:
             self.close()
-            raise StatusError(self.status, "%s answered %d: nothing saved" % (self.url, self.status))
-        if not self.framed:
-            self.close()
-            raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
-                            "cannot be proven)" % self.url)
+            raise
         n = 0
         with wire.Saving(path) as f:  # path.tmp, renamed into place only after the proven end
             for d in self.iter_content(chunk, max_body):

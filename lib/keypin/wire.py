@@ -165,6 +165,15 @@ def head(method, host, port, path, headers, n):
     return h.encode() + b"\r\n"
 
 
+def savable(status, framed, url):
+    # save() takes only a framed 2xx body: its end is proven (Content-Length or chunked)
+    if not 200 <= status < 300:
+        raise StatusError(status, "%s answered %d: nothing saved" % (url, status))
+    if not framed:
+        raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
+                        "cannot be proven)" % url)
+
+
 class Saving:
     # with Saving(path) as f: f.write(...) -- writes path.tmp, renamed over path only when the
     # block ends normally; on any exception the .tmp is removed and nothing is in place
@@ -192,3 +201,13 @@ def backoff(attempt, base=1, cap=60):
     from random import getrandbits
     d = min(cap, base * (1 << min(attempt, 16))) * 1000
     return d // 2 + (getrandbits(16) * (d // 2)) // 65536
+
+
+def body(data, json, headers):
+    # a request body as bytes (json= is encoded, with its Content-Type) -> (data, headers)
+    if json is not None:
+        import json as _j
+        data = _j.dumps(json)
+        headers = dict(headers or {})
+        headers.setdefault("Content-Type", "application/json")
+    return (data.encode() if isinstance(data, str) else data), headers
