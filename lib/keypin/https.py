@@ -214,13 +214,7 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
     # max_body: the most body bytes accepted (.content: 16384 when not given; streams: no limit
     # unless given here or to iter_content/save). unframed=True accepts a close-delimited body
     # (r.complete stays False: its end is not proven).
-    if json is not None:
-        import json as _j
-        data = _j.dumps(json)
-        headers = dict(headers or {})
-        headers.setdefault("Content-Type", "application/json")
-    if isinstance(data, str):
-        data = data.encode()
+    data, headers = wire.body(data, json, headers)
     end = time.ticks_add(time.ticks_ms(), int(timeout * 1000)) if timeout is not None else None
     for _ in range(_MAXREDIR + 1):
         host, port, path = _split(url)
