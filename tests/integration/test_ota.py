@@ -442,3 +442,51 @@ def test_release_failing_its_pinned_selftest_rolls_back(pki, image, tmp_path, se
     assert "software: release" not in runs[3][1] and mitm.received == b""
     p = pointer(d)
     assert p["slot"] == "" and p["version"] == 0 and p["bad"] == [1, 1]
+
+
+def test_firmware_image_written_booted_and_marked_valid_only_after_the_selftest(pki, image, tmp_path, servers):
+    ng, _ = servers
+    pub = ng.root / "fw"
+    fw = tmp_path / "micropython.app-bin"
+    fw.write_bytes(b"\xe9" + os.urandom(20000))  # an app image starts with ESP-IDF's magic byte
+    release(pki, image, 1, pub, "--file", f"{marked_main(tmp_path, 1)}=main.py", "--firmware", fw)
+    d = device(pki, image, tmp_path, servers, rel="fw")
+
+    def otadata():
+        return json.loads((d / "esp32-flash/otadata.json").read_text())
+
+    s, out = power_on(d)
+    assert s == RESET and "ota: release 1 installed in slot_a" in out, out
+    assert otadata()["boot"] == "ota_1" and otadata()["state"]["ota_1"] == "new"
+    assert (d / "esp32-flash/ota_1.bin").read_bytes()[:fw.stat().st_size] == fw.read_bytes()
+    assert pointer(d)["fw"] == "ota_1" and pointer(d)["state"] == "trial"
+    s, out = power_on(d)
+    assert s == 0 and "software: release 1" in out and "ota: release 1 committed" in out, out
+    st = otadata()
+    assert st["running"] == "ota_1" and st["state"]["ota_1"] == "valid", st  # marked after the self-test
+    assert pointer(d)["state"] == "ok"
+    s, out = power_on(d)  # and it stays: the bootloader boots the valid image
+    assert s == 0 and otadata()["running"] == "ota_1" and "software: release 1" in out
+
+
+def test_firmware_release_failing_its_selftest_goes_back_to_the_old_firmware(pki, image, tmp_path, servers):
+    ng, _ = servers
+    pub = ng.root / "fw-bad"
+    fw = tmp_path / "micropython.app-bin"
+    fw.write_bytes(b"\xe9" + os.urandom(9000))
+    release(pki, image, 1, pub, "--file", f"{marked_main(tmp_path, 1, crash=True)}=main.py", "--firmware", fw)
+    d = device(pki, image, tmp_path, servers, rel="fw-bad")
+    runs = boots(d, 6)
+    # install (reset); the new firmware + software crash on their trial boot (reset); the bootloader
+    # rolls the firmware back, boot.py the slot (one strike: a reset of a firmware trial may have
+    # been a power cut), the factory software installs it once more (reset), it crashes again
+    # (reset), second strike: old firmware, factory software, the release refused from now on
+    assert [s for s, _ in runs] == [RESET, RESET, RESET, RESET, 0], "\n".join(o for _, o in runs)
+    assert "release 1 is broken" in runs[1][1] and "release 1 is broken" in runs[3][1]
+    for o in (runs[2][1], runs[4][1]):
+        assert "rolled back to factory (firmware ota_1 did not boot)" in o, o
+    assert "ota: refused release 1: version 1 was rolled back on this device" in runs[4][1], runs[4][1]
+    st = json.loads((d / "esp32-flash/otadata.json").read_text())
+    assert st["running"] == "ota_0" and st["state"]["ota_1"] == "aborted", st
+    p = pointer(d)
+    assert p["slot"] == "" and p["version"] == 0 and p["bad"] == [1, 1]
