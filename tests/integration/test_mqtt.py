@@ -188,6 +188,7 @@ def test_a_dripping_or_silent_broker_cannot_hold_the_client(tmp_path, pki, gen, 
             if p.poll() is None:
                 p.kill()
                 p.communicate()
+    assert out.strip(), err
     r = json.loads(out.strip().splitlines()[-1])
     assert not r["ok"] and r["error"] == "OSError" and "110" in r["msg"] + str(r.get("errno")), r
     assert srv.sent < len(connack) if drip else srv.client_hung_up is False, (srv.sent, r)
