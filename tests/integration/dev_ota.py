@@ -17,7 +17,7 @@ import esp32  # the stand-in (tests/standins on MICROPYPATH)
 
 W, WWW, URL, HOST = sys.argv[1:5]
 sys.path.insert(0, W + "/factory")  # the root boot.py, as on the device
-from keypin import tls
+from keypin import https, tls
 from keypin.ota import Ota
 from keypin.ota_get import FS
 from keypin.store import PinStore
@@ -25,6 +25,36 @@ from keypin.store import PinStore
 import boot
 
 tls.resolve[HOST] = "127.0.0.1"
+
+# Each URL is fetched once over pinned HTTPS from nginx; the sweep's later runs replay those bytes
+# from memory (the cuts are in the file layer; the network path is tested by test_ota.py itself).
+# A replayed response is a real one's status, headers and body, streamed in the same pieces.
+_get = https.get
+CACHE = {}
+
+
+class _Replay:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.content = status, headers, body
+
+    def iter_content(self, n=512):
+        for i in range(0, len(self.content), n):
+            yield self.content[i:i + n]
+
+    def close(self):
+        pass
+
+
+def _cached_get(url, **kw):
+    if url not in CACHE:
+        kw.pop("stream", None)
+        kw["max_body"] = 1 << 20
+        r = _get(url, **kw)
+        CACHE[url] = (r.status, r.headers, r.content)
+    return _Replay(*CACHE[url])
+
+
+https.get = _cached_get
 
 
 def pin_files():

@@ -214,7 +214,7 @@ def test_power_cuts_at_every_step_old_or_new_never_a_mixture(pki, image, tmp_pat
     env = dict(os.environ, MICROPYPATH=f".frozen:{SRC}/lib:{ROOT}/build/natmod/x64:{STANDINS}")
     p = subprocess.run([UPY, str(ROOT / "tests/integration/dev_ota.py"), str(work), str(ng.root / "cut"),
                         f"https://{HOST}:{ng.port}/files/cut/", HOST], check=False, capture_output=True, text=True,
-                       timeout=int(os.environ.get("KEYPIN_OTA_TIMEOUT", "900")), env=env)
+                       timeout=int(os.environ.get("KEYPIN_OTA_TIMEOUT", "300")), env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
     print(f"ota power cuts: {r['total']} cut points: {r['cuts']}")
