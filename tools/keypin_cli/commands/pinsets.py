@@ -235,19 +235,24 @@ def cmd_pinset_set_ca(a) -> int:
     return 0
 
 
-def cmd_pinset_set_fleet(a) -> int:
+def _set_field(a, field: str, value: str, why_kept: str) -> int:
+    """Name the document's fleet or signer: a no-op when it is already that, --force to replace one."""
     doc = pindoc.load(a.file)
-    fleet = pindoc.check_fleet(a.fleet)
-    if doc["fleet"] == fleet:
-        print(f"{a.file}: fleet already {fleet}")
+    if doc[field] == value:
+        print(f"{a.file}: {field} already {value}")
         return 0
-    if doc["fleet"] is not None and not a.force:
-        raise CommandError(f"{a.file} is for fleet {doc['fleet']!r}; devices provisioned with it keep that fleet "
-                           "(an update cannot change it). Give --force to change the document anyway")
-    doc["fleet"] = fleet
+    if doc[field] is not None and not a.force:
+        raise CommandError(f"{a.file} already names {field} {doc[field]!r}; {why_kept}. "
+                           "Give --force to change the document anyway (for devices provisioned from now on)")
+    doc[field] = value
     _save(a.file, doc)
-    print(f"fleet {fleet}")
+    print(f"{field} {value}")
     return 0
+
+
+def cmd_pinset_set_fleet(a) -> int:
+    return _set_field(a, "fleet", pindoc.check_fleet(a.fleet),
+                      "devices provisioned with it keep that fleet (an update cannot change it)")
 
 
 # ------------------------------------------------------------------------ signed updates, signer
@@ -278,19 +283,9 @@ def cmd_pinset_set_signer(a) -> int:
     pw = material.passphrase_from(a.passphrase)
     if bool(a.signer) == bool(a.key):
         raise CommandError("give exactly one of --signer ed25519/... or --key FILE")
-    signer = signed.resolve_signer(a.signer or a.key, pw)
-    doc = pindoc.load(a.file)
-    if doc["signer"] == signer:
-        print(f"{a.file}: signer already {signer}")
-        return 0
-    if doc["signer"] and not a.force:
-        raise CommandError(f"{a.file} already names signer {doc['signer']}; devices provisioned with it only "
-                           "change signer through an update it signs (keypin pinset sign --new-signer ...). "
-                           "Give --force to change the document anyway (for devices provisioned from now on)")
-    doc["signer"] = signer
-    _save(a.file, doc)
-    print(f"signer {signer}")
-    return 0
+    return _set_field(a, "signer", signed.resolve_signer(a.signer or a.key, pw),
+                      "devices provisioned with it only change signer through an update it signs "
+                      "(keypin pinset sign --new-signer ...)")
 
 
 def cmd_pinset_sign(a) -> int:
