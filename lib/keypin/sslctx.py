@@ -53,7 +53,7 @@ class PinnedContext:
         a = self.last
         if not isinstance(a, Attempt):
             return a.verdict if a is not None else None
-        d = a.chk.decision
+        d = a.chk.decision if a.chk is not None else NONE
         if d == NONE:
             return None
         if d >= RETIRED:
@@ -76,4 +76,5 @@ class PinnedContext:
     def confirm(self):
         # after a genuine reply (docs/asyncio.md): commit a pending rotation
         v = self.check()
-        return self.last.confirm() if v is not None else None
+        s = self.last
+        return s.confirm() if v is not None and s is not None else None

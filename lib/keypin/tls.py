@@ -183,7 +183,7 @@ def _left(deadline):
 try:
     from io import IOBase as _IOBase
 except ImportError:  # firmware without io.IOBase: per-operation timeouts only
-    _IOBase = None
+    _IOBase = None  # type: ignore[misc,assignment]
 
 def _errno(e):
     # -errno of an OSError (for a stream called from C), EIO if it has none
@@ -324,7 +324,7 @@ class Attempt:
         # after a completed handshake: a PinnedStream, or fail closed
         chk = self.chk
         try:
-            if chk.decision not in (ACTIVE, BACKUP):
+            if chk is None or chk.decision not in (ACTIVE, BACKUP):
                 # the callback was never asked about the leaf: fail closed
                 ss.close()
                 raise self._fail()

@@ -37,8 +37,7 @@ def mismatch(chk, host, port, name, s, store=None):
         lines.append("    active: " + p)
     for i, g in enumerate(s["backups"]):
         lines.append("    backup %d: %s" % (i + 1, ", ".join(_list(g))))
-    doc = store.doc if store is not None else {}
-    retired = doc.get("retired") if isinstance(doc.get("retired"), list) else s.get("retired", [])
+    retired = store.doc["retired"] if store is not None else []
     seen = [p for _, p in ch]
     for p in retired:
         # the whole device-wide list can be long: show the retired keys this chain presented
