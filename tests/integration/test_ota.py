@@ -490,3 +490,23 @@ def test_firmware_release_failing_its_selftest_goes_back_to_the_old_firmware(pki
     assert st["running"] == "ota_0" and st["state"]["ota_1"] == "aborted", st
     p = pointer(d)
     assert p["slot"] == "" and p["version"] == 0 and p["bad"] == [1, 1]
+
+
+def test_release_signer_rotates_with_next_signer(pki, image, tmp_path, servers):
+    # release 1 (signed by the provisioned key) names the next signer; from then on only that key
+    # signs: the old key's release 2 is refused, the new key's is installed; the pins never move
+    ng, _ = servers
+    pub = ng.root / "rotate"
+    release(pki, image, 1, pub, "--next-signer", pki["keyfiles"]["next"])
+    d = device(pki, image, tmp_path, servers, rel="rotate")
+    pins0 = pin_files(d)
+    assert [s for s, _ in boots(d)] == [RESET, 0]
+    assert json.loads((d / "slot_a/release.json").read_bytes().split(b"\n")[0])["signer"] == \
+        signer_of(pki["signers"]["next"])
+    release(pki, image, 2, pub)  # the old key again
+    s, out = power_on(d)
+    assert s == 0 and "ota: refused release 2: bad signature (not signed by " + signer_of(pki["signers"]["next"]) in out
+    release(pki, image, 3, pub, key="next")
+    runs = boots(d)
+    assert [s for s, _ in runs] == [RESET, 0] and "ota: release 3 committed in slot_b" in runs[1][1], runs
+    assert pointer(d)["version"] == 3 and pin_files(d) == pins0
