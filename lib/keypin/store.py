@@ -69,7 +69,19 @@ class PinStore:
         self._dig: dict = {}
         self.doc: dict = {}
         self.notes: list = []  # fallbacks seen by load() (keypin.report records them)
+        # The device-wide retired digests: ONE list object, updated in place at every load and
+        # write, shared by every Checker (also one built before the change, or whose handshake is
+        # still running): a key retired now is refused by every handshake from now on.
+        self.retired: list = []
+        self.gen = 0  # grows at every load and write: streams recheck their key when it moved
         self.load()
+
+    def adopt(self, doc):
+        # doc is now the store's state (after a load or a write)
+        self.doc = doc
+        self._dig = {}
+        self.retired[:] = [parse_pin(p) for p in doc["retired"]]
+        self.gen += 1
 
     # ---- persistence ----
     def _scan(self):
@@ -119,8 +131,7 @@ class PinStore:
             # (a keypin-pins/1 document in P is migrated in memory; the next write stores v2)
             from keypin.pindocx import repair
             repair(self, best, bdata, raw, errs, v1)
-        self.doc = best
-        self._dig = {}
+        self.adopt(best)
 
     def _write(self, data, raw=None):
         fs, p = self._fs, self.path
@@ -165,9 +176,7 @@ class PinStore:
         d = self._dig.get(name)
         if d is None:
             s = self.get(name)
-            r = self._dig.get(None)
-            if r is None:
-                r = self._dig[None] = [parse_pin(p) for p in self.doc["retired"]]
+            r = self.retired
             b = []
             g = []
             for i, grp in enumerate(s["backups"]):

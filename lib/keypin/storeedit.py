@@ -26,8 +26,7 @@ def commit(st, doc):
     except (ValueError, PinFormatError) as e:
         raise StoreError(str(e))
     st._write(encode(doc))
-    st.doc = doc
-    st._dig = {}
+    st.adopt(doc)
 
 
 def _sync(st):

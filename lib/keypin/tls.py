@@ -217,7 +217,7 @@ if _IOBase is not None:
                 r = self._arm()
                 if r:
                     return r
-                d = self.s.recv(len(buf))
+                d = self.s.recv(min(len(buf), 1024))  # a small piece: no record-sized buffer
                 n = len(d)
                 buf[:n] = d
                 return n
@@ -324,8 +324,10 @@ class Attempt:
         # after a completed handshake: a PinnedStream, or fail closed
         chk = self.chk
         try:
+            if chk is not None and chk.decision in (ACTIVE, BACKUP) and chk.slots[chk.md] in self.store.retired:
+                chk.decision = RETIRED  # retired while the handshake ran (a rotation, an update)
             if chk is None or chk.decision not in (ACTIVE, BACKUP):
-                # the callback was never asked about the leaf: fail closed
+                # the callback was never asked about the leaf, or the key was retired: fail closed
                 ss.close()
                 raise self._fail()
             return PinnedStream(ss, self)  # takes what it needs from the checker
@@ -363,9 +365,21 @@ class PinnedStream:
         self.store = att.store
         self.pinset = att.name
         from keypin.pins import format_pin
-        self.pin = format_pin(chk.slots[chk.md])  # the matched pin
+        self.digest = bytes(chk.slots[chk.md])
+        self.pin = format_pin(self.digest)  # the matched pin
         self.backup = chk.k if chk.decision == BACKUP else -1
         self.verdict = "backup" if self.backup >= 0 else "active"
+        self.gen = att.store.gen
+
+    def _trusted(self):
+        # the store changed since the handshake: a key retired meanwhile ends the connection
+        st = self.store
+        if st.gen != self.gen:
+            self.gen = st.gen
+            if self.digest in st.retired:
+                self.close()
+                from keypin.tlsx import retired_now
+                raise retired_now(self)
 
     @property
     def deadline(self):
@@ -378,16 +392,28 @@ class PinnedStream:
         if c is not None:
             c.end = deadline
 
+    def still_trusted(self):
+        # False once the key of this connection is retired (it is then closed)
+        try:
+            self._trusted()
+            return True
+        except Exception:
+            return False
+
     def read(self, n=-1):
+        self._trusted()
         return self.sock.read(n) if n >= 0 else self.sock.read()
 
     def readinto(self, buf, n=None):
+        self._trusted()
         return self.sock.readinto(buf) if n is None else self.sock.readinto(buf, n)
 
     def readline(self, n=-1):
+        self._trusted()
         return self.sock.readline() if n < 0 else self.sock.readline(n)
 
     def write(self, buf, n=None):
+        self._trusted()
         return self.sock.write(buf) if n is None else self.sock.write(buf, n)
 
     def setblocking(self, flag):
@@ -437,5 +463,9 @@ def connect(host, port, *, store=None, pinset=None, timeout=None, cadata=None, a
     # the stream's reads and writes (PinnedStream.set_deadline moves it).
     att = Attempt(host, port, store=store, pinset=pinset, cadata=cadata)
     end = _until(timeout * 1000) if timeout is not None else None
-    sock = open_socket(host, port, timeout, addr)
+    try:
+        sock = open_socket(host, port, timeout, addr)
+    except BaseException:
+        att.release()  # no handshake: the set's context is free for the next attempt
+        raise
     return att.wrap(sock, True, end)

@@ -97,3 +97,12 @@ def legacy_wrap():
         return ssl.wrap_socket
     except ImportError:
         raise Unsupported("this firmware has no TLS module")
+
+
+def retired_now(st):
+    # PinMismatch for a connection whose key was retired after its handshake
+    e = PinMismatch("Certificate pinning failure! (retired key)\n  the key of this connection to set %r"
+                    " was retired while it was open: %s" % (st.pinset, st.pin))
+    e.host, e.port, e.pinset, e.reason = st.att.host, st.att.port, st.pinset, "retired key"
+    e.chain = [(0, st.pin)]
+    return e

@@ -81,7 +81,9 @@ class _Store:
         p = format_pin(D(1))
         self.doc = {"sets": {"api": {"hosts": ["api.example.test"], "active": [p],
                                      "backups": [[format_pin(D(2))]], "policy": "leaf"}}, "retired": []}
-        self._dig = ([D(1)], [D(2)], [0], [])
+        self.retired = []
+        self.gen = 1
+        self._dig = ([D(1)], [D(2)], [0], self.retired)
 
     def find(self, host):
         return "api" if host == "api.example.test" else None
