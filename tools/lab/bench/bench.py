@@ -34,7 +34,7 @@ HOST = "device.example.test"
 TARGETS = {"spki_native_over_hash": ("<=", 1.5), "callback_alloc_bytes_per_cert": ("<=", 16),
            "callback_alloc_bytes_per_cert_viper": ("<=", 16),
            "handshake_pinned_over_unpinned": ("<=", 1.03), **HEAP32_TARGETS,
-           "flash_writes_per_connect": ("==", 0), "flash_writes_per_rotation": ("==", 1),
+           "flash_writes_per_connect": ("==", 0), "flash_writes_per_rotation": ("==", 2),  # two current copies (issue 12.1)
            "image_bytes": ("<=", 32768), **HS_TARGETS}
 
 
