@@ -14,7 +14,6 @@ from keypin.wire import HTTPError
 
 _MAXREDIR = const(3)
 _MAXBODY = const(16384)  # .content when no max_body is given
-_MAX1XX = const(4)
 
 
 async def _line(s):
@@ -39,17 +38,11 @@ class Response:
 
     async def _head(self):
         s = self._s
-        for _ in range(_MAX1XX + 1):
-            self.status, self.reason = wire.status(await _line(s))
-            h: dict = {}
-            while wire.header(await _line(s), h):
-                pass
-            if self.status >= 200:
-                break
-        else:
-            raise HTTPError("more than %d interim (1xx) responses" % _MAX1XX)
-        self.headers = h
-        self._chunked, self._left = wire.framing(h, self.status, self._m)
+        hd = wire.Head(self._m)
+        while hd.feed(await _line(s)):
+            pass
+        self.status, self.reason, self.headers = hd.status, hd.reason, hd.headers
+        self._chunked, self._left = hd.chunked, hd.left
         # a complete, well-formed head from the pinned server with a status that is not an
         # error: only now is the reply genuine enough to commit a pending rotation
         if self.status < 400:

@@ -7,6 +7,7 @@ from keypin import KeypinError
 
 MAXLINE = const(1024)  # one status, header or chunk-size line
 MAXHDRS = const(32)
+MAX1XX = const(4)  # interim responses skipped before the real one
 MAXREM = const(268435455)  # the largest MQTT remaining length (4 bytes)
 _HEX = b"0123456789abcdefABCDEF"
 
@@ -211,3 +212,30 @@ def body(data, json, headers):
         headers = dict(headers or {})
         headers.setdefault("Content-Type", "application/json")
     return (data.encode() if isinstance(data, str) else data), headers
+
+
+class Head:
+    # A response head fed line by line (shared by keypin.https and keypin.aio_https):
+    #   hd = Head(method); while hd.feed(<next line>): pass
+    # then .status, .reason, .headers, .chunked, .left (-1: close-delimited). Interim 1xx
+    # heads are skipped, at most MAX1XX of them.
+    def __init__(self, method):
+        self.m = method
+        self.status = 0  # 0: the next line is a status line
+        self._n = 0
+
+    def feed(self, ln):
+        if not self.status:
+            self.status, self.reason = status(ln)
+            self.headers: dict = {}
+            return True
+        if header(ln, self.headers):
+            return True
+        if self.status < 200:
+            self._n += 1
+            if self._n > MAX1XX:
+                raise HTTPError("more than %d interim (1xx) responses" % MAX1XX)
+            self.status = 0
+            return True
+        self.chunked, self.left = framing(self.headers, self.status, self.m)
+        return False
