@@ -7,9 +7,10 @@ sys.path.append("lib")
 
 def _asyncio(path):
     # config "asyncio": true runs the app as asyncio tasks (keypin.aio_app, docs/asyncio.md)
-    from keypin import KeypinError, config
+    from keypin import KeypinError
+    from keypin.app import _config  # keypin.config, dropped after the load
     try:
-        return bool(config.load(path).get("asyncio"))
+        return bool(_config(path).get("asyncio"))
     except KeypinError:  # no usable config: keypin.app.run says why
         return False
 

@@ -10,8 +10,7 @@ import json
 import time
 
 import keypin
-from keypin import config, tls
-from keypin.app import _CMDMAX, App, _one_line, log
+from keypin.app import _CMDMAX, App, _one_line, _setup, log
 
 
 class AioApp(App):
@@ -33,10 +32,8 @@ class AioApp(App):
             return None
         if self.mq is None:
             from keypin.aio_mqtt import Client
-            self.mq = Client(self.dev, m["host"], m.get("port", 8883), user=m.get("user"),
-                             password=m.get("password"), keepalive=m.get("keepalive", 60),
-                             will=(self.topic("online"), b"0", True, 1), store=self.store, cadata=self.cadata,
-                             max_msg=_CMDMAX, log=log)
+            self.mq = Client(self.dev, m["host"], m.get("port", 8883), will=(self.topic("online"), b"0", True, 1),
+                             max_msg=_CMDMAX, **self._mqtt_kw(m))
             self.mq.on_message = self.on_cmd
         return self.mq
 
@@ -101,7 +98,6 @@ class AioApp(App):
             return None
         self.next_update = time.time() + u.get("interval", 0)
         from keypin import aio_https
-        from keypin.update import MAX_SIZE
         kw = {"store": self.store, "timeout": u.get("timeout", 10), "cadata": self.cadata}
         url = u["url"]
         try:
@@ -113,7 +109,7 @@ class AioApp(App):
                 raise keypin.KeypinError("update: %s.version answered %d %r" % (url, r.status, r.content[:20]))
             if int(r.content) <= self.store.doc["version"]:
                 return "current"
-            r = await aio_https.get(url, max_body=MAX_SIZE, **kw)
+            r = await aio_https.get(url, max_body=self.update_max, **kw)
             if r.status != 200:
                 raise keypin.KeypinError("update: %s answered %d" % (url, r.status))
             return self.updater.offer(r.content, "https")
@@ -161,9 +157,8 @@ class AioApp(App):
             mq.subs.append((self.cmd_topic.encode(), 0))
             mq.limits[self.cmd_topic.encode()] = _CMDMAX
             if self.pins_topic:
-                from keypin.update import MAX_SIZE
                 mq.subs.append((self.pins_topic.encode(), 0))
-                mq.limits[self.pins_topic.encode()] = MAX_SIZE
+                mq.limits[self.pins_topic.encode()] = self.update_max
             self.tasks.append(mq.start())
         if self.cfg.get("https") or (self.cfg.get("update") or {}).get("url"):
             self.tasks.append(asyncio.create_task(self._https_task()))
@@ -185,19 +180,17 @@ class AioApp(App):
         log("done: %d/%d cycles ok" % (self.good, self.rounds))
 
 
-def start(config_path=config.PATH, cycles=None):
+def start(config_path="config.json", cycles=None):
     # the app's tasks in the running loop; None when it cannot start (config or pin store)
     try:
-        cfg = config.load(config_path)
-        tls.resolve.update(cfg.get("hosts") or {})
-        store = keypin.use_store(cfg.get("pins", "pins.json"))
+        cfg, store = _setup(config_path)  # keypin.config is dropped after
     except keypin.KeypinError as e:
         log("not started:", _one_line(e))
         return None
     return AioApp(cfg, store).start(cfg.get("cycles") if cycles is None else cycles)
 
 
-def run(cycles=None, config_path=config.PATH):
+def run(cycles=None, config_path="config.json"):
     # main.py with "asyncio": true: the app alone in a loop; returns the good rounds (None: not started)
     async def main():
         app = start(config_path, cycles)

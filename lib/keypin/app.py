@@ -4,18 +4,86 @@
 # without any sleep, so that an asyncio runner can drive the same steps as tasks; only
 # mqtt_connect (its retries) and run() wait.
 import json
+import os
 import sys
 import time
 
+from micropython import const
+
 import keypin
-from keypin import config, tls
+from keypin import tls
 
 _boot = time.time()
 _CMDMAX = 256  # the largest command message; anything larger is dropped unread
+_UPMAX = const(8192)  # = keypin.update.MAX_SIZE, the largest signed update (tests/device/dev_applazy.py)
 
 
 def log(*a):
     print("keypin:", *a)
+
+
+def _drop(*names):
+    # modules needed once (or rarely) leave the heap: their bytecode is most of their cost
+    for n in names:
+        if sys.modules.pop("keypin." + n, None) is not None and n in keypin.__dict__:
+            delattr(keypin, n)
+
+
+def _config(path):
+    # config.json, checked; keypin.config is needed only for this and is dropped after
+    from keypin import config
+    try:
+        return config.load(path)
+    finally:
+        _drop("config")
+
+
+def _setup(path):
+    # -> (config, pin store) for run() and keypin.aio_app; KeypinError when unusable
+    cfg = _config(path)
+    tls.resolve.update(cfg.get("hosts") or {})
+    return cfg, keypin.use_store(cfg.get("pins", "pins.json"))
+
+
+class _Updates:
+    # stands for keypin.update.Updater: keypin.update (and keypin.ed25519, the document code)
+    # are imported only when an update is offered or a newer version is announced, and dropped
+    # after; the updater's state and this boot's count of refusal writes stay here
+    def __init__(self, app, path):
+        self.app = app
+        self.path = path
+        self.st = None  # (state, refusals) once an Updater ran
+        try:  # the outcome saved last (status shows it); the Updater reads the file itself
+            st = json.loads(app.store._fs.read(path))
+        except (OSError, ValueError):
+            st = None
+        self._last = st.get("last") if isinstance(st, dict) else None
+
+    @property
+    def last(self):
+        return self._last if self.st is None else self.st[0].get("last")
+
+    def _run(self, f):
+        from keypin.update import Updater
+        a = self.app
+        u = Updater(a.store, self.path, log=log, device_id=a.dev, hosts=a._hosts())
+        if self.st is not None:
+            u.state, u.refusals = self.st
+        try:
+            return f(u)
+        finally:
+            self.st = (u.state, u.refusals)
+            _drop("update", "ed25519")
+
+    def offer(self, data, via="?"):
+        return self._run(lambda u: u.offer(data, via))
+
+    def poll(self, url, **kw):
+        # pinned HTTPS: GET url.version; keypin.update only when it is newer than the store's
+        from keypin import https
+        if https.version(url, **kw) <= self.app.store.doc["version"]:
+            return "current"
+        return self._run(lambda u: u.fetch(url, **kw))
 
 
 def _one_line(e):
@@ -23,6 +91,8 @@ def _one_line(e):
 
 
 class App:
+    update_max = _UPMAX  # the largest signed update (keypin.update.MAX_SIZE, not imported for it)
+
     def __init__(self, cfg, store):
         self.cfg = cfg
         self.store = store
@@ -47,18 +117,15 @@ class App:
         self.updater = None
         self.next_update = 0
         if u.get("url") or self.pins_topic:
-            from keypin.update import Updater
-            self.updater = Updater(store, u.get("state", "keypin-state.json"), log=log, device_id=self.dev,
-                                   hosts=self._hosts())
+            self.updater = _Updates(self, u.get("state", "keypin-state.json"))
         r = cfg.get("reports", {})
-        self.reports = None
+        self._ring = None
+        self._hit = False  # a pin mismatch in this boot
+        self._rcfg = None
         self.report_topic = f"{self.prefix}/{self.dev}/reports"
         if m and r is not False:
-            from keypin.report import Ring
-            r = r if isinstance(r, dict) else {}
-            self.reports = Ring(r.get("path", "keypin-reports.json"), store, r.get("size", 8),
-                                r.get("min_interval", 300), r.get("max_writes", 4))
-            tls.on_mismatch = self.reports.record  # type: ignore[assignment]
+            self._rcfg = r if isinstance(r, dict) else {}
+            tls.on_mismatch = self._mismatch  # type: ignore[assignment]
         self.ota = None  # software releases (keypin.ota), only when configured
         if cfg.get("release"):
             from keypin.ota import Ota
@@ -77,6 +144,23 @@ class App:
                 out.append(split(url)[0])
         return out
 
+    @property
+    def reports(self):
+        # keypin.report.Ring, made (and then kept) only when there is something to report: a
+        # mismatch in this boot, a ring left on flash, a pin store fallback note
+        r = self._rcfg
+        if self._ring is None and r is not None and (self._hit or getattr(self.store, "notes", None) or _exists(
+                r.get("path", "keypin-reports.json"))):
+            from keypin.report import Ring
+            self._ring = Ring(r.get("path", "keypin-reports.json"), self.store, r.get("size", 8),
+                              r.get("min_interval", 300), r.get("max_writes", 4))
+        return self._ring
+
+    def _mismatch(self, e):
+        # keypin.tls.on_mismatch
+        self._hit = True
+        self.reports.record(e)
+
     def _note(self, stream_verdict):
         if stream_verdict == "rotated":
             self.rotations += 1
@@ -88,6 +172,11 @@ class App:
         log("%s failed: %s" % (what, _one_line(e)))
 
     # ---- MQTT ----
+    def _mqtt_kw(self, m):
+        # what both MQTT clients (keypin.mqtt, keypin.aio_mqtt) take from config "mqtt"
+        return {"user": m.get("user"), "password": m.get("password"), "keepalive": m.get("keepalive", 60),
+                "store": self.store, "cadata": self.cadata, "log": log, "timeout": m.get("timeout", 10)}
+
     def mqtt_client(self):
         # the client, made once; every subscribed topic has a size limit (issue 12.7)
         m = self.cfg.get("mqtt")
@@ -95,14 +184,11 @@ class App:
             return None
         if self.mq is None:
             from keypin.mqtt import Client
-            self.mq = Client(self.dev, m["host"], m.get("port", 8883), user=m.get("user"),
-                             password=m.get("password"), keepalive=m.get("keepalive", 60),
-                             store=self.store, cadata=self.cadata, log=log, timeout=m.get("timeout", 10))
+            self.mq = Client(self.dev, m["host"], m.get("port", 8883), **self._mqtt_kw(m))
             self.mq.set_callback(self.on_cmd)
             self.mq.subscribe(self.cmd_topic, max_msg=_CMDMAX)
             if self.pins_topic:
-                from keypin.update import MAX_SIZE
-                self.mq.subscribe(self.pins_topic, max_msg=MAX_SIZE)
+                self.mq.subscribe(self.pins_topic, max_msg=_UPMAX)
         return self.mq
 
     def mqtt_attempt(self):
@@ -276,13 +362,19 @@ def _wdt(cfg):
         return None
 
 
-def run(cycles=None, config_path=config.PATH):
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def run(cycles=None, config_path="config.json"):
     # cycles=None: forever (or config "cycles"). Returns the number of good cycles, or None
     # when the app could not start (config or pin store unusable: main.py exits 1).
     try:
-        cfg = config.load(config_path)
-        tls.resolve.update(cfg.get("hosts") or {})
-        store = keypin.use_store(cfg.get("pins", "pins.json"))
+        cfg, store = _setup(config_path)
     except keypin.KeypinError as e:
         log("not started:", _one_line(e))
         return None

@@ -20,7 +20,6 @@ StatusError = wire.StatusError  # raised by save() and by keypin.update (a reply
 _PIECE = const(128)
 _MAXREDIR = const(3)
 _MAXBODY = const(16384)  # .content when no max_body is given
-_MAX1XX = const(4)
 
 
 _split = wire.split  # (host, port, path) of an https:// URL; keypin.setup uses it
@@ -58,17 +57,11 @@ class Response:
         self._max = max_body
         self._unframed = unframed
         self.verdict = sock.verdict
-        for _ in range(_MAX1XX + 1):
-            self.status, self.reason = wire.status(_line(sock))
-            h: dict = {}
-            while wire.header(_line(sock), h):
-                pass
-            if self.status >= 200:
-                break
-        else:
-            raise HTTPError("more than %d interim (1xx) responses" % _MAX1XX)
-        self.headers = h
-        self._chunked, self._left = wire.framing(h, self.status, method)
+        hd = wire.Head(method)
+        while hd.feed(_line(sock)):
+            pass
+        self.status, self.reason, self.headers = hd.status, hd.reason, hd.headers
+        self._chunked, self._left = hd.chunked, hd.left
         # a complete, well-formed status line and head from the pinned server, and a status
         # that is not an error: only now is the reply genuine enough to commit a rotation
         if self.status < 400:
@@ -255,6 +248,18 @@ def _follow(url, loc, store):
 
 def get(url, **kw):
     return request("GET", url, **kw)
+
+
+def version(url, **kw):
+    # GET url.version (an integer: the newest signed update published at url)
+    r = get(url + ".version", max_body=32, **kw)
+    if r.status != 200:
+        raise StatusError(r.status, "update: %s.version answered %d" % (url, r.status))
+    try:
+        return int(r.content.strip())
+    except ValueError:
+        from keypin import KeypinError
+        raise KeypinError("update: %s.version is not an integer" % url)
 
 
 def post(url, **kw):

@@ -288,13 +288,11 @@ def s_aio():
 
 def s_app_setup():
     # what keypin.app.run() does before its loop (main.py -> run), keeping the App
-    import keypin
-    from keypin import app, config, tls
+    from keypin import app
 
     import main  # noqa: F401
-    cfg = config.load("config.json")
-    tls.resolve.update(cfg.get("hosts") or {})
-    G["app"] = app.App(cfg, keypin.use_store(cfg.get("pins", "pins.json")))
+    cfg, st = app._setup("config.json")  # config.json checked, hosts, the pin store (as run() does)
+    G["app"] = app.App(cfg, st)
     G["period"] = cfg.get("period", 30)
 
 
