@@ -76,8 +76,18 @@ class Stream:
         self.verdict = self.ps.confirm()
         return self.verdict
 
+    def _trusted(self):
+        # a key retired since the handshake (REPL, a signed update, another connection's
+        # rotation) ends this connection at its next read or write, as keypin.tls's streams
+        try:
+            self.ps._trusted()
+        except BaseException:
+            self.close()
+            raise
+
     async def _fill(self):
         # the buffer is empty: refill it; False at the end of the stream
+        self._trusted()
         while True:
             s = self.s
             if s is None:
@@ -148,6 +158,7 @@ class Stream:
         self._out += buf
 
     async def drain(self):
+        self._trusted()
         mv = memoryview(self._out)
         off = 0
         while off < len(mv):

@@ -117,6 +117,17 @@ async def main():
             await s.awrite(b"ping\n")
             out["reply"] = (await s.readline()).decode()
             s.close()
+        elif sc == "retire":  # a stream open, then another connection rotates away from its key
+            s = await aio.connect(HOST, A["port"], timeout=10)
+            await s.awrite(b"one\n")
+            out["first"] = (await s.readline()).decode()
+            out["rotation"] = (await https(A["url"]))["verdict"]
+            try:
+                await s.awrite(b"two\n")
+                out["second"] = (await s.readline()).decode()
+            except Exception as e:
+                out["after"] = err(e)
+            s.close()
         elif sc == "cancel":
             t = asyncio.create_task(aio.connect(HOST, A["port"], timeout=None))
             await asyncio.sleep_ms(A.get("after_ms", 300))

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from helpers.mismatched import MismatchedServer
-from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.rawtls import RawTLSServer
 from helpers.realservers import Mosquitto, Nginx
 from helpers.servers import TLSServer
@@ -52,8 +52,8 @@ def broker(pki):
 def store(tmp_path, pki):
     p = pki["pins"]
     path = tmp_path / "pins.json"
-    path.write_bytes(pin_document({"api": {"hosts": [HOST], "active": p["active"], "backups": [p["b0"]],
-                                           "retired": [], "policy": "leaf"}}))
+    path.write_bytes(pin_document2({"api": {"hosts": [HOST], "active": [p["active"]], "backups": [[p["b0"]]],
+                                            "policy": "leaf"}}))
     return path
 
 
@@ -319,7 +319,6 @@ def test_asyncio_app_keeps_running_under_hostile_retained_messages(tmp_path, pki
 def _signed_app(tmp_path, pki, web, broker, **cfg):
     """An asyncio app whose pin store takes signed updates (fleet f1, signer s1) -> (dir, s1, new pin)."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
-    from helpers.pki import pin_document2
     from test_updates import signer_of
     s1 = ed25519.Ed25519PrivateKey.generate()
     p = pki["pins"]
@@ -423,3 +422,16 @@ def test_a_silent_broker_is_left_and_reconnected(tmp_path, pki):
     m = r["mqtt"]
     assert "error" not in m and m["connects"] >= 2 and srv.handshakes >= 2, r
     assert any("no answer from" in ln for ln in r["log"]), r["log"]
+
+
+def test_an_open_stream_ends_when_its_key_is_retired(tmp_path, pki):
+    """Connected to the active key; another connection meets the backup key's server and
+    rotates (the active key is retired): the first stream's next write is refused, nothing sent."""
+    crt, key = pki["files"]["active"]
+    bcrt, bkey = pki["files"]["b0"]
+    with TLSServer(str(crt), str(key)) as old, Nginx(tmp_path, str(bcrt), str(bkey)) as ng:
+        r = dev(store(tmp_path, pki), "retire", port=old.port, url=url(ng.port))
+        got = old.received
+    assert r["first"] == "OK one\n" and r["rotation"] == "rotated", r
+    assert r["after"]["error"] == "PinMismatch" and r["after"]["reason"] == "retired key", r
+    assert got == b"one\n", got  # "two" never left the device
