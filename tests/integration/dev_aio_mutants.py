@@ -57,6 +57,12 @@ MUT = [
  ("retired key not re-checked on an open stream", "lib/keypin/aio.py",
   "        try:\n            self.ps._trusted()", "        try:\n            pass",
   "test_an_open_stream_ends_when_its_key_is_retired"),
+ ("https rotation never confirmed", "lib/keypin/aio_https.py",
+  "        if self.status < 400:\n            self.verdict = s.confirm()", "        if False:\n            self.verdict = s.confirm()",
+  "test_https_rotation_confirmed_after_2xx"),
+ ("mqtt rotation never confirmed", "lib/keypin/aio_mqtt.py",
+  "            self.verdict = s.confirm()", "            self.verdict = s.verdict",
+  "test_mqtt_rotation_confirmed_after_connack"),
 ]
 
 
