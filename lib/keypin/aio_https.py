@@ -64,7 +64,8 @@ class Response:
             raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, lim))
         if self._chunked:
             if not self._chunk:
-                self._chunk = wire.chunk_size(await _line(s))
+                from keypin.wirex import chunk_size  # the rare half of keypin.wire
+                self._chunk = chunk_size(await _line(s))
                 if not self._chunk:
                     for _ in range(wire.MAXHDRS + 1):  # trailers, then the empty line
                         if await _line(s) in (b"\r\n", b"\n"):
@@ -157,13 +158,14 @@ class Response:
 
     async def save(self, path, n=512, max_body=None):
         # a framed 2xx body to path.tmp, renamed over path only once complete
+        from keypin import wirex
         try:
-            wire.savable(self.status, self.framed, self.url)
+            wirex.savable(self.status, self.framed, self.url)
         except HTTPError:
             self.close()
             raise
         t = 0
-        with wire.Saving(path) as f:
+        with wirex.Saving(path) as f:
             while True:
                 d = await self.chunk(n, max_body)
                 if not d:

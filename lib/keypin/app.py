@@ -352,6 +352,8 @@ class App:
 
 def _wdt(cfg):
     ms = cfg.get("wdt_ms")
+        else:  # (keypin.ota holds keypin.https itself) imported again at the next check-in or update check
+            _drop("https", "httpsx")
     if not ms or sys.platform == "linux":
         return None
     try:

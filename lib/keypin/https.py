@@ -88,35 +88,17 @@ class Response:
             self.close()
             raise HTTPError("body of %d bytes exceeds max_body=%d" % (self._left, lim))
         try:
-            if self._chunked:
-                if self._chunk == 0:
-                    self._chunk = wire.chunk_size(_line(s))
-                    if self._chunk == 0:
-                        t: dict = {}
-                        while wire.header(_line(s), t):  # trailers: parsed, bounded, dropped
-                            pass
-                        self._done = self.complete = True
-                        return b""
-                d = s.read(min(n, self._chunk))
-                if not d:
-                    raise HTTPError("connection closed inside a chunk")
-                self._chunk -= len(d)
-                if self._chunk == 0 and _line(s) not in (b"\r\n", b"\n"):
-                    raise HTTPError("chunk data not followed by CRLF")
-            elif self._left > 0:
+            if self._left > 0:  # Content-Length: the resident path
                 d = s.read(min(n, self._left))
                 if not d:
                     raise HTTPError("connection closed %d bytes before the end of the body" % self._left)
                 self._left -= len(d)
                 if self._left == 0:
                     self._done = self.complete = True
-            elif not self._unframed:
-                raise HTTPError("body without Content-Length or chunked framing: its end cannot be "
-                                "proven (a TCP close looks like a TLS close_notify here)")
-            else:
-                d = s.read(n)
+            else:  # chunked or close-delimited: keypin.httpsx (b"" at the end)
+                from keypin.httpsx import read
+                d = read(self, s, n)
                 if not d:
-                    self._done = True  # an unproven end: self.complete stays False
                     return b""
         except OSError as e:
             self.close()
@@ -130,29 +112,16 @@ class Response:
             raise HTTPError("body exceeds max_body=%d" % lim)
         return d
 
+    # streaming, saving, error bodies: keypin.httpsx, imported on first use
     def iter_content(self, chunk=512, max_body=None):
         # streams the body; a limit (here or the request's max_body) holds under every framing
-        lim = max_body if max_body is not None else self._max
-        while True:
-            d = self._raw(chunk, lim)
-            if not d:
-                self.close()
-                return
-            yield d
+        from keypin.httpsx import iter_content
+        return iter_content(self, chunk, max_body)
 
     def save(self, path, chunk=512, max_body=None):
         # stream a framed 2xx body to path.tmp, then rename: a cut download leaves no file
-        try:
-            wire.savable(self.status, self.framed, self.url)
-        except HTTPError:
-            self.close()
-            raise
-        n = 0
-        with wire.Saving(path) as f:  # path.tmp, renamed into place only after the proven end
-            for d in self.iter_content(chunk, max_body):
-                f.write(d)
-                n += len(d)
-        return n
+        from keypin.httpsx import save
+        return save(self, path, chunk, max_body)
 
     @property
     def content(self):
@@ -169,24 +138,9 @@ class Response:
         return self._body
 
     def _drain(self):
-        # the body of a response the caller will not use as data (an error status): keep what
-        # fits in max_body for the message, never raise for its size or framing
-        lim = self._max if self._max is not None else _MAXBODY
-        parts = []
-        n = 0
-        try:
-            if not self.framed:
-                self._unframed = True
-            while n < lim:
-                d = self._raw(min(256, lim - n), None)
-                if not d:
-                    break
-                parts.append(d)
-                n += len(d)
-        except (HTTPError, OSError):
-            pass
-        self._body = b"".join(parts)
-        self.close()
+        # the body of an error status, kept for the message (keypin.httpsx)
+        from keypin.httpsx import drain
+        drain(self, self._max if self._max is not None else _MAXBODY)
 
     @property
     def text(self):
@@ -242,8 +196,9 @@ def request(method, url, *, headers=None, data=None, json=None, timeout=10, max_
 
 
 def _follow(url, loc, store):
-    from keypin.tls import default_store
-    return wire.follow(url, loc, store or default_store())
+    # a redirect: only to a host a pin set covers (keypin.httpsx)
+    from keypin.httpsx import follow
+    return follow(url, loc, store)
 
 
 def get(url, **kw):

@@ -9,7 +9,6 @@ MAXLINE = const(1024)  # one status, header or chunk-size line
 MAXHDRS = const(32)
 MAX1XX = const(4)  # interim responses skipped before the real one
 MAXREM = const(268435455)  # the largest MQTT remaining length (4 bytes)
-_HEX = b"0123456789abcdefABCDEF"
 
 
 class HTTPError(KeypinError):
@@ -73,17 +72,6 @@ def framing(h, code=200, method="GET"):
             raise HTTPError("bad Content-Length %r" % cl[:20])
         return False, int(cl)
     return False, -1
-
-
-def chunk_size(ln):
-    # b"1a2;ext\r\n" -> 418: hex digits only (no sign, no 0x, no spaces inside), at most 8
-    s = ln.split(b";", 1)[0].strip()
-    if not s or len(s) > 8:
-        raise HTTPError("bad chunk size %r" % s[:20])
-    for c in s:
-        if c not in _HEX:
-            raise HTTPError("bad chunk size %r" % s[:20])
-    return int(s, 16)
 
 
 def remlen(n, i, b):
@@ -164,37 +152,6 @@ def head(method, host, port, path, headers, n):
     if n is not None:
         h += "Content-Length: %d\r\n" % n
     return h.encode() + b"\r\n"
-
-
-def savable(status, framed, url):
-    # save() takes only a framed 2xx body: its end is proven (Content-Length or chunked)
-    if not 200 <= status < 300:
-        raise StatusError(status, "%s answered %d: nothing saved" % (url, status))
-    if not framed:
-        raise HTTPError("%s: body without Content-Length or chunked framing: not saved (its end "
-                        "cannot be proven)" % url)
-
-
-class Saving:
-    # with Saving(path) as f: f.write(...) -- writes path.tmp, renamed over path only when the
-    # block ends normally; on any exception the .tmp is removed and nothing is in place
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        self.f = open(self.path + ".tmp", "wb")  # closed in __exit__
-        return self.f
-
-    def __exit__(self, et, ev, tb):
-        import os
-        self.f.close()
-        if et is None:
-            os.rename(self.path + ".tmp", self.path)
-            return
-        try:
-            os.remove(self.path + ".tmp")
-        except OSError as e:
-            print("keypin: %s.tmp not removed: %s" % (self.path, e))
 
 
 def backoff(attempt, base=1, cap=60):
