@@ -57,12 +57,15 @@ class PinnedContext:
         if d == NONE:
             return None
         if d >= RETIRED:
-            self.last = None
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-            raise a.failed(OSError(1))
+            # the same PinMismatch however often it is asked (one failure report)
+            x = getattr(a, "refusal", None)
+            if x is None:
+                try:
+                    self._sock.close()
+                except OSError:
+                    pass
+                x = a.refusal = a.failed(OSError(1))
+            raise x
         self.last = a.finish(self._ss)
         return self.last.verdict
 

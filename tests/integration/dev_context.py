@@ -1,7 +1,8 @@
 # Device side of test_context.py: keypin.context() where a client takes an SSLContext.
 #   dev_context.py STORE MODE PORT
-# MODE: wrap (ctx.wrap_socket on a plain socket, a ping line) | umqtt (MQTTClient(ssl=ctx) of the
-# current umqtt.simple API: connect, then confirm after CONNACK, publish).
+# MODE: wrap (ctx.wrap_socket on a plain socket, a ping line) | asyncio (asyncio.open_connection
+# with ssl=ctx) | umqtt (MQTTClient(ssl=ctx) of the current umqtt.simple API: connect, then
+# confirm after CONNACK, publish).
 import json
 import socket
 import sys
@@ -25,6 +26,27 @@ try:
         out["reply"] = ss.readline().decode()
         out["after"] = ctx.confirm()
         ss.close()
+    elif mode == "asyncio":
+        # MicroPython's own asyncio streams with ssl=ctx: the handshake runs in the first
+        # write; a refused key fails that write before any byte is sent
+        import asyncio
+
+        async def main():
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=HOST)
+            try:
+                w.write(b"ping\n")
+                await w.drain()
+                out["reply"] = (await r.readline()).decode()
+                out["verdict"] = ctx.check()
+                out["after"] = ctx.confirm()
+            finally:
+                w.close()
+
+        try:
+            asyncio.run(main())
+        except OSError:
+            out["verdict"] = ctx.verdict  # "refused": ctx.check() raises PinMismatch
+            ctx.check()
     else:
         sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])
         from umqtt_current import MQTTClient

@@ -71,3 +71,20 @@ def test_umqtt_mitm_gets_no_connect_and_no_password(tmp_path, pki):
     assert not r["ok"] and r["error"] == "PinMismatch", r
     assert evil.received == b"" and evil.handshakes == 0
     assert st.read_bytes() == before
+
+
+def test_asyncio_open_connection_with_a_pinned_context(tmp_path, pki):
+    """asyncio.open_connection(host, port, ssl=keypin.context(...)): the handshake runs in the
+    first write; the verdict is read with ctx.check(); a refused key fails that write with
+    nothing sent, and ctx.check() raises PinMismatch (the failure report)."""
+    st = store(tmp_path, pki)
+    before = st.read_bytes()
+    with TLSServer(*map(str, pki["files"]["active"])) as good, TLSServer(*map(str, pki["files"]["evil"])) as evil:
+        ok = dev(st, "asyncio", good.port)
+        bad = dev(st, "asyncio", evil.port)
+    assert ok["ok"] and ok["reply"] == "OK ping\n" and ok["verdict"] == "active" and ok["after"] == "active", ok
+    assert good.received == b"ping\n"
+    assert not bad["ok"] and bad["error"] == "PinMismatch" and bad["reason"] == "unknown key", bad
+    assert evil.received == b"" and evil.handshakes == 0
+    assert st.read_bytes() == before
+
