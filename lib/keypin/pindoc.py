@@ -117,7 +117,7 @@ def validate_set(s):
         raise ValueError("a pin appears twice")
     if not b and not s.get("allow_no_backup"):
         raise ValueError("no backup pin: one lost key would brick the device (allow_no_backup to insist)")
-    if not a and not b:
+    if not a and not b and not s.get("allow_no_backup"):
         raise ValueError("no pin in service and no backup group")
 
 

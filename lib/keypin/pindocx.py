@@ -36,10 +36,24 @@ def ca_pins(s):
 
 
 def purge(doc, pins):
-    # retired pins leave every set (active and backup groups; an emptied group goes)
+    # retired pins leave every set (active and backup groups; an emptied group goes), and so do
+    # the CA anchors whose key is retired. A set left without a backup group gets allow_no_backup
+    # (a set left with no pin at all stays, empty: its hosts are refused, fail closed), so that
+    # the document stays loadable and the rotation or migration that retired the pins commits.
     for s in doc["sets"].values():
+        n = len(s["backups"])
         s["active"] = [p for p in s["active"] if p not in pins]
         s["backups"] = [g for g in ([p for p in g if p not in pins] for g in s["backups"]) if g]
+        if n and not s["backups"]:
+            s["allow_no_backup"] = True
+        if "ca" in s:
+            try:
+                cp = ca_pins(s)
+            except ValueError:
+                continue  # validate() names the bad certificate
+            s["ca"] = [c for c, p in zip(s["ca"], cp) if p not in pins]
+            if not s["ca"]:
+                del s["ca"]
 
 
 
@@ -71,9 +85,11 @@ def migrate(doc):
 def repair(st, best, bdata, raw, errs, v1):
     # the newest document is not in both P and P.2: log, note, write both copies
     p = st.path
-    if not (raw[""] == bdata and raw[".2"] is None and raw[".new"] is None and raw[".2.new"] is None
-            and not v1):
-        # (P alone is a freshly provisioned store: its second copy is made silently)
+    if raw[""] == bdata and v1:
+        print("keypin: store: %s: keypin-pins/1 stored as v2 (seq %d)" % (p, best["seq"]))
+    elif not (raw[""] == bdata and raw[".2"] is None and raw[".new"] is None and raw[".2.new"] is None):
+        # (P alone is a freshly provisioned store: its second copy is made silently; a valid v1 P
+        # is migrated once, logged, not noted: nothing failed)
         why = dict(errs)
         bad = []
         for x in ("", ".2"):

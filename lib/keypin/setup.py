@@ -3,6 +3,7 @@
 #   ks.wifi("ssid", "password"); ks.server(mqtt="broker.example.com", user="dev", password="...")
 #   ks.pins("api", ["broker.example.com"], "sha256/...", ["sha256/..."]); ks.test(); ks.show()
 #   ks.add_active("api", pin); ks.add_backup("api", pin[, group=K]); ks.retire("api", pin[, force=True])
+#   ks.fleet("plant-a") (a store migrated from v1 has none: it refuses every signed update until set)
 # Every input is checked before anything is written; every write is power-safe. ks uses the one
 # PinStore object of the file (keypin.store.open), the same one the running app uses.
 import keypin
@@ -119,6 +120,13 @@ def retire(name, pin, force=False):
     print("ks: %s retired (seq %d): never trusted again on this device" % (pin, st.seq))
 
 
+def fleet(name, force=False):
+    # the fleet this device belongs to (signed updates must name it); changing a set one: force=True
+    st = _store()
+    st.set_fleet(name, force=force)
+    print("ks: fleet %r (seq %d)" % (name, st.seq))
+
+
 def show(file=None):
     # file: a stream to print to (default the console)
     if file is None:
@@ -150,7 +158,9 @@ def show(file=None):
             print("    active:   " + p, file=file)
         for i, g in enumerate(s["backups"]):
             print("    backup %d: %s" % (i + 1, ", ".join(g)), file=file)
-        if not s["backups"]:
+        if not s["active"] and not s["backups"]:
+            print("    WARNING: no pin left: its hosts are refused; ks.pins(...) or a signed update", file=file)
+        elif not s["backups"]:
             print("    WARNING: no backup pin left; add one (ks.add_backup) or a signed update", file=file)
     for p in d["retired"]:
         print("  retired:    " + p, file=file)

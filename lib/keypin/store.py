@@ -26,8 +26,22 @@ def _drop():
             delattr(keypin, n)
 
 
+def _norm(path):
+    # one key per file: absolute, without "", "." and ".." parts ("./p", "a//p", "x/../p" -> "/cwd/p")
+    if not path.startswith("/"):
+        path = os.getcwd() + "/" + path
+    out: list = []
+    for c in path.split("/"):
+        if c == "..":
+            if out:
+                out.pop()
+        elif c and c != ".":
+            out.append(c)
+    return "/" + "/".join(out)
+
+
 def open(path, fs=None):
-    k = path if path.startswith("/") else os.getcwd().rstrip("/") + "/" + path
+    k = _norm(path)
     st = _stores.get(k)
     if st is None:
         st = _stores[k] = PinStore(path, fs)
@@ -93,8 +107,11 @@ class PinStore:
         best = bdata = None
         v1 = False
         sfx: tuple = COPIES
-        if not (fs.exists(p + ".2") or fs.exists(p + ".2.new")):
-            sfx = COPIES + (".old",)  # a keypin-pins/1 store's previous generation
+        if not (fs.exists(p) or fs.exists(p + ".2") or fs.exists(p + ".2.new")):
+            # a keypin-pins/1 store's previous generation: only while P is missing (a v1 write cut
+            # between its renames); P present but invalid never falls back to it (it may hold a
+            # key retired since): StoreError
+            sfx = COPIES + (".old",)
         for x in sfx:
             if not fs.exists(p + x):
                 raw[x] = None
@@ -127,19 +144,35 @@ class PinStore:
                     p, "; ".join("%s: %s" % (p + x, e) for x, e in errs), _HOWTO))
             from keypin.pindoc import empty
             best = empty()
-        elif (raw[""] != bdata or raw[".2"] != bdata) and not (v1 and raw[""] == bdata):
-            # (a keypin-pins/1 document in P is migrated in memory; the next write stores v2)
+        elif raw[""] != bdata or raw[".2"] != bdata or v1:
+            # (a keypin-pins/1 document is migrated and stored as two v2 copies at once; P.old goes)
             from keypin.pindocx import repair
             repair(self, best, bdata, raw, errs, v1)
         self.adopt(best)
 
     def _write(self, data, raw=None):
         fs, p = self._fs, self.path
-        for x in (".new", ".2.new"):
-            if raw is None or raw.get(x) != data:
-                fs.write(p + x, data)
-        fs.rename(p + ".new", p)
-        fs.rename(p + ".2.new", p + ".2")
+        new = []
+        try:
+            for x in (".new", ".2.new"):
+                if raw is None or raw.get(x) != data:
+                    new.append(x)
+                    fs.write(p + x, data)
+            fs.rename(p + ".new", p)
+        except OSError:
+            # (ENOSPC, I/O error) a write reported as failed must not be applied by a later load:
+            # the temporaries it made go (best effort; a repair keeps the copies it found)
+            for x in new:
+                try:
+                    fs.remove(p + x)
+                except OSError:
+                    pass
+            raise
+        try:
+            fs.rename(p + ".2.new", p + ".2")
+        except OSError as e:
+            # P holds the new document and P.2.new its second copy: written; the next load repairs P.2
+            print("keypin: store: %s.2: %s (the next load repairs it)" % (p, e))
         if fs.exists(p + ".old"):
             fs.remove(p + ".old")  # a keypin-pins/1 leftover: the two copies replace it
 
@@ -220,6 +253,10 @@ class PinStore:
 
     def retire(self, name, pin, force=False):
         self._edit("retire", name, pin, force)
+
+    def set_fleet(self, fleet, force=False):
+        # the fleet signed updates must name: sets a null fleet; changing one needs force
+        self._edit("set_fleet", fleet, force)
 
     def rotate(self, name, k, pin):
         # commit a confirmed move to backup group k (pin: the pin the server presented): the

@@ -82,6 +82,18 @@ def replace(st, doc):
     commit(st, doc)
 
 
+def set_fleet(st, fleet, force):
+    old = st.doc["fleet"]
+    if old == fleet:
+        return
+    if old is not None and not force:
+        raise StoreError("this device is in fleet %r: changing it to %r needs force=True" % (old, fleet))
+    doc = st._copy()
+    doc["fleet"] = fleet
+    commit(st, doc)
+    print("keypin: store: fleet %r -> %r (seq %d)" % (old, fleet, st.seq))
+
+
 def _err(e):
     raise StoreError(str(e))
 
@@ -187,5 +199,11 @@ def retire(self, name, pin, force):
             raise StoreError("retiring %s leaves set %r without a backup; force=True to insist" % (pin, name))
         s["allow_no_backup"] = True
     doc["retired"].append(pin)
+    before = {n: (len(set_pins(o)), len(o["backups"])) for n, o in doc["sets"].items()}
     purge(doc, (pin,))  # retired device-wide: it leaves every other set too
+    for n, o in doc["sets"].items():
+        np, nb = before[n]
+        if n != name and not force and ((np and not set_pins(o)) or (nb and not o["backups"])):
+            raise StoreError("retiring %s leaves set %r %s; force=True to insist" % (
+                pin, n, "with no pin (its hosts are refused)" if not set_pins(o) else "without a backup"))
     commit(self, doc)

@@ -427,7 +427,17 @@ class PinnedStream:
     def confirm(self):
         # the protocol saw a genuine response from the server holding backup group k: commit
         if self.verdict == "backup":
-            self.store.rotate(self.pinset, self.backup, self.pin)
+            st = self.store
+            try:
+                st.rotate(self.pinset, self.backup, self.pin)
+            except Exception as e:
+                if self.digest in st.retired:
+                    raise  # the presented key was retired meanwhile: the request fails
+                # (flash full, store changed, ...) the request stands; the server stays a backup
+                note = "rotation of set %r to %s not committed: %s" % (self.pinset, self.pin, e)
+                print("keypin: " + note)
+                st.notes.append(note)
+                return self.verdict
             self.verdict = "rotated"
         return self.verdict
 

@@ -79,9 +79,10 @@ def _audience(a):
     return isinstance(d, list) and all(isinstance(x, str) for x in d)
 
 
-def check(store, data, device=None, hosts=()):
+def check(store, data, device=None, hosts=(), cadata=False):
     # -> the new document; raises Refused(reason). Cheap checks before the signature.
-    # device: this device's id; hosts: the hosts it is configured to reach (never stranded)
+    # device: this device's id; hosts: the hosts it is configured to reach (never stranded);
+    # cadata: the app gives connections CA certificates (policy "any" works without "ca")
     line, sig = split(data)
     try:
         doc = json.loads(line)
@@ -136,7 +137,15 @@ def check(store, data, device=None, hosts=()):
             if p in retired:
                 raise Refused(f"pin {p} was retired on this device and never comes back (set {n!r})")
     for h in hosts:
-        if h and all(h.lower() not in s.get("hosts", ()) for s in sets.values()):
+        if not h:
+            continue
+        for n, s in sets.items():
+            if h.lower() in s.get("hosts", ()):
+                if s.get("policy") == "any" and not s.get("ca") and not cadata:
+                    raise Refused(f"host {h!r} would be unconnectable: set {n!r} has policy 'any' "
+                                  "without 'ca' and the app has no cadata")
+                break
+        else:
             raise Refused(f"host {h!r} would be in no pin set")
     doc["seq"] = store.doc["seq"]
     doc["fleet"] = mine
@@ -152,10 +161,12 @@ def check(store, data, device=None, hosts=()):
 
 
 class Updater:
-    def __init__(self, store, path=STATE, log=print, device_id=None, hosts=()):
+    def __init__(self, store, path=STATE, log=print, device_id=None, hosts=(), cadata=False):
         # device_id: this device's id (an update naming devices must name it); hosts: every host
-        # the device must keep reaching (MQTT, HTTPS check-in, update URL), never stranded
+        # the device must keep reaching (MQTT, HTTPS check-in, update URL), never stranded;
+        # cadata: True when the app connects with CA certificates (config "cadata")
         self.store = store
+        self.cadata = bool(cadata)
         self.device_id = device_id
         self.hosts = tuple(hosts)
         self.path = path
@@ -187,7 +198,7 @@ class Updater:
         if sha == st.get("sha") and st.get("version") == self.store.doc["version"]:
             return "current"
         try:
-            doc = check(self.store, data, self.device_id, self.hosts)
+            doc = check(self.store, data, self.device_id, self.hosts, self.cadata)
         except Refused as e:
             return self._refused(str(e), data, via)
         finally:

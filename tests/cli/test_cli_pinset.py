@@ -304,3 +304,33 @@ def test_set_ca_anchors(kp, pki, tmp_path):
     assert r.rc == 1 and "not a certificate" in r.err
     assert kp("pinset", "set-ca", "--file", f, "--set", "api", "--clear").rc == 0
     assert "ca" not in read_doc(f)["sets"]["api"]
+
+
+def test_retired_pins_never_leave_a_document_the_device_cannot_load(kp, tmp_path):
+    # H8 "H4": a v1 document v1 firmware ran (K retired in x, in service in y) migrates to a document
+    # the CLI and the device load: y keeps no pin (its hosts are refused), z loses its only backup
+    f = tmp_path / "pins.json"
+    v1 = {"format": "keypin-pins/1", "seq": 4, "version": 0, "signer": None,
+          "sets": {"x": {"hosts": ["x.test"], "active": P[0], "backups": [P[1]], "retired": [P[2]], "policy": "leaf"},
+                   "y": {"hosts": ["y.test"], "active": P[2], "backups": [], "retired": [], "policy": "leaf",
+                         "allow_no_backup": True},
+                   "z": {"hosts": ["z.test"], "active": P[3], "backups": [P[2]], "retired": [], "policy": "leaf"}}}
+    line = json.dumps(v1).encode()
+    f.write_bytes(line + b"\nsha256:" + hashlib.sha256(line).hexdigest().encode() + b"\n")
+    r = kp("pinset", "show", "--file", f, "--json")
+    assert r.rc == 0, r
+    j = json.loads(r.out)["sets"]
+    assert j["y"]["active"] == [] and j["y"]["backups"] == [] and j["y"]["allow_no_backup"] is True, j
+    assert j["z"]["backups"] == [] and j["z"]["allow_no_backup"] is True, j
+    # an operator's retire that would leave another set without a backup needs --force
+    assert kp("pinset", "set-fleet", "--file", f, "--fleet", "plant-a").rc == 0
+    assert kp("pinset", "add-backup", "--file", f, "--set", "z", P[4]).rc == 0
+    assert kp("pinset", "add-backup", "--file", f, "--set", "x", P[4]).rc == 0
+    before = f.read_bytes()
+    r = kp("pinset", "retire", "--file", f, "--set", "x", P[4])
+    assert r.rc == 1 and "would leave set z without a backup" in r.err and f.read_bytes() == before, r
+    r = kp("pinset", "retire", "--file", f, "--set", "x", P[4], "--force")
+    assert r.rc == 0, r
+    d = read_doc(f)
+    assert d["sets"]["z"]["backups"] == [] and d["sets"]["z"]["allow_no_backup"] is True
+    assert d["sets"]["x"]["backups"] == [[P[1]]]

@@ -92,6 +92,34 @@ def test_repl_and_app_share_one_store():
     assert P(2) in app.doc["retired"] and app.digests("api")[1] == [bytes([3]) * 32]
 
 
+def test_fleet_sets_a_null_fleet_and_changes_a_set_one_only_with_force():
+    # H8 "M4": a store migrated from v1 has fleet null and refuses every signed update; ks.fleet
+    # sets it (a set fleet changes only with force=True)
+    _dir("s7")
+    ks.pins("api", ["api.example.com"], P(1), [P(2)])
+    app = keypin.use_store("pins.json")
+    assert app.doc["fleet"] is None
+    ks.fleet("plant-a")
+    assert app.doc["fleet"] == "plant-a" and keypin.store.PinStore("pins.json").doc["fleet"] == "plant-a"
+    m = _bad(ks.fleet, "plant-b")
+    assert "force=True" in m and "'plant-a'" in m, m
+    _bad(ks.fleet, "a/b")  # not a fleet name
+    ks.fleet("plant-b", force=True)
+    assert keypin.store.PinStore("pins.json").doc["fleet"] == "plant-b"
+
+
+def test_show_names_a_set_left_with_no_pin():
+    # H8 "H2": a rotation that retires every pin of another set leaves it empty; ks.show says so
+    _dir("s8")
+    ks.pins("api", ["api.example.com"], P(1), [P(2)])
+    ks.pins("old", ["old.example.com"], P(1), [], allow_no_backup=True)
+    assert keypin.use_store("pins.json").rotate("api", 0, P(2))
+    import io
+    buf = io.StringIO()
+    ks.show(file=buf)
+    assert "set 'old'" in buf.getvalue() and "no pin left: its hosts are refused" in buf.getvalue(), buf.getvalue()
+
+
 def test_test_prints_errors_instead_of_a_traceback():
     # issue 17.5: ks.test() reports a broken pin store like ks.show() does
     _dir("s6")

@@ -222,9 +222,10 @@ def test_v1_document_migrated_on_load_and_v2_on_next_write():
                     "allow_no_backup": True}}
     put_raw(path, v1doc(sets, seq=7, version=2, signer="ed25519/x"))
     put_raw(path + ".old", v1doc(sets, seq=6))
-    before = raw(path)
     st = PinStore(path)
-    assert raw(path) == before and raw(path + ".2") is None  # a load alone writes nothing
+    # the first load stores the migrated document as two v2 copies; the v1 generation goes
+    assert raw(path) == raw(path + ".2") and raw(path + ".old") is None and st.notes == []
+    assert json.loads(raw(path).split(b"\n")[0])["format"] == "keypin-pins/2"
     assert st.seq == 7 and st.doc["version"] == 2 and st.doc["fleet"] is None
     assert st.doc["retired"] == [P(4), P(6)] or st.doc["retired"] == [P(6), P(4)]
     assert st.get("api") == {"hosts": ["h"], "active": [P(1)], "backups": [[P(2)], [P(3)]], "policy": "leaf"}
@@ -235,13 +236,61 @@ def test_v1_document_migrated_on_load_and_v2_on_next_write():
 
 
 def test_v1_fallback_to_old_is_logged_and_repaired():
+    # a v1 write cut between its renames: P missing, P.old the last document
     path = fresh()
     s = {"api": {"hosts": ["h"], "active": P(1), "backups": [P(2)], "retired": [], "policy": "leaf"}}
-    put_raw(path, v1doc(s, seq=2)[:20])  # torn
     put_raw(path + ".old", v1doc(s, seq=1))
     st = PinStore(path)
     assert st.seq == 1 and len(st.notes) == 1 and ".old" in st.notes[0], st.notes
     assert raw(path) == raw(path + ".2") and raw(path + ".old") is None
+
+
+def test_v1_store_with_a_bad_current_copy_never_falls_back_to_old():
+    # H8 "H3": P.old may hold a key retired since (v1 keeps one previous generation): a P that
+    # exists but is invalid fails closed with the recovery command, one flipped byte or torn
+    for cut in ("flip", "torn"):
+        path = fresh()
+        new = {"api": {"hosts": ["h"], "active": P(2), "backups": [P(3)], "retired": [P(1)], "policy": "leaf"}}
+        old = {"api": {"hosts": ["h"], "active": P(1), "backups": [P(2), P(3)], "retired": [], "policy": "leaf"}}
+        d = bytearray(v1doc(new, seq=5))
+        if cut == "flip":
+            d[20] ^= 1
+        else:
+            d = d[:30]
+        put_raw(path, bytes(d))
+        put_raw(path + ".old", v1doc(old, seq=4))
+        m = _raises(keypin.StoreError, PinStore, path)
+        assert "unreadable" in m and "keypin provision" in m, m
+        assert raw(path + ".2") is None  # nothing written from the old generation
+    # a valid v1 P is stored as v2 at its first load: a later flipped byte in P falls back to P.2,
+    # never to the v1 P.old (gone)
+    path = fresh()
+    put_raw(path, v1doc(new, seq=5))
+    put_raw(path + ".old", v1doc(old, seq=4))
+    PinStore(path)
+    assert raw(path + ".old") is None and raw(path + ".2") == raw(path)
+    b = bytearray(raw(path))
+    b[20] ^= 1
+    put_raw(path, bytes(b))
+    st = PinStore(path)
+    assert st.get("api")["active"] == [P(2)] and st.doc["retired"] == [P(1)] and len(st.notes) == 1
+
+
+def test_v1_document_with_a_pin_retired_in_one_set_and_in_service_in_another_loads():
+    # H8 "H4": v1 firmware ran this document (retired was per set); migration retires K
+    # device-wide: set y is left with no pin (its hosts are refused), never a StoreError
+    path = fresh()
+    v1 = {"x": {"hosts": ["x"], "active": P(2), "backups": [P(3)], "retired": [P(1)], "policy": "leaf"},
+          "y": {"hosts": ["y"], "active": P(1), "backups": [], "retired": [], "policy": "leaf",
+                "allow_no_backup": True},
+          "z": {"hosts": ["z"], "active": P(4), "backups": [P(1)], "retired": [], "policy": "leaf"}}
+    put_raw(path, v1doc(v1, seq=4))
+    st = PinStore(path)
+    assert st.doc["retired"] == [P(1)]
+    assert st.get("y") == {"hosts": ["y"], "active": [], "backups": [], "policy": "leaf", "allow_no_backup": True}
+    assert st.get("z")["active"] == [P(4)] and st.get("z")["backups"] == [] and st.get("z")["allow_no_backup"]
+    assert st.digests("y")[:2] == ([], [])
+    assert PinStore(path).get("x")["active"] == [P(2)]  # stored as v2, loads again
 
 
 # ---- corruption of a single copy ----
@@ -409,6 +458,100 @@ def test_stale_store_cannot_rotate_to_a_pin_retired_elsewhere():
     assert "changed on flash" in m and "repeat the edit" in m
     app2.add_backup("api", P(9))  # reloaded: the repeat works
     assert PinStore(path).doc["retired"] == [P(2), P(3)]
+
+
+def test_open_normalises_the_path():
+    # H8 "L2": one object per FILE, however the path is spelled
+    path = fresh()
+    d, f = path.rsplit("/", 1)
+    PinStore(path).put("api", ["h"], P(1), [P(2), P(3)])
+    here = os.getcwd()
+    os.chdir(d)
+    try:
+        a = kstore.open(f)
+        sub = d.rsplit("/", 1)[1]
+        for alias in ("./" + f, d + "//" + f, "../" + sub + "/" + f, path, "./././" + f):
+            assert kstore.open(alias) is a, alias
+        assert keypin.use_store("./" + f) is a
+        import keypin.setup as ks
+        assert ks._store_at(d + "/./" + f) is a
+    finally:
+        os.chdir(here)
+
+
+def test_rotation_that_empties_other_sets_commits():
+    # H8 "H2": a rotation whose retired pins leave other sets without backups, or without any
+    # pin, still commits (those sets get allow_no_backup; an empty set refuses its hosts)
+    path = fresh()
+    st = PinStore(path)
+    st.put("api", ["h"], P(1), [P(2), P(3)])
+    st.put("mqtt", ["m"], P(1), [P(2)])  # left with no pin at all
+    st.put("web", ["w"], P(5), [P(2)])  # left without a backup
+    st.put("legacy", ["l"], P(1), [], allow_no_backup=True)  # left with no pin
+    assert st.rotate("api", 1, P(3)) is True
+    again = PinStore(path)
+    assert again.get("api")["active"] == [P(3)] and sorted(again.doc["retired"]) == sorted([P(1), P(2)])
+    assert again.get("mqtt") == {"hosts": ["m"], "active": [], "backups": [], "policy": "leaf", "allow_no_backup": True}
+    assert again.get("web")["active"] == [P(5)] and again.get("web")["backups"] == []
+    assert again.get("web")["allow_no_backup"] is True
+    assert again.get("legacy")["active"] == [] and again.digests("legacy")[:2] == ([], [])
+
+
+def test_rotation_drops_ca_anchors_whose_key_is_retired():
+    # H8 "H2": a policy-any set whose own ca root key is retired by a rotation commits; the
+    # anchor goes (another set's anchor with the retired key too)
+    (d1, p1), (d2, p2) = _ca_ders()
+    from binascii import b2a_base64
+    b1, b2 = [b2a_base64(x).strip().decode() for x in (d1, d2)]
+    path = fresh()
+    st = PinStore(path)
+    st.put("api", ["h"], p1, [p2], policy="any", ca=[b1, b2])
+    st.put("other", ["o"], P(7), [P(8)], policy="any", ca=[b1])
+    assert st.rotate("api", 0, p2) is True
+    again = PinStore(path)
+    assert again.get("api")["active"] == [p2] and again.get("api")["ca"] == [b2]
+    assert "ca" not in again.get("other") and again.ca_ders("other") is None
+    assert again.doc["retired"] == [p1]
+
+
+def _ca_ders():
+    # [(DER, pin)] of the first two test-vector certificates (stand-ins for CA certificates)
+    out = []
+    with open(os.getenv("KEYPIN_VECTORS") + "/index.txt") as f:
+        for _ in range(2):
+            n, pin = f.readline().split()
+            with open(os.getenv("KEYPIN_VECTORS") + "/" + n + ".der", "rb") as g:
+                out.append((g.read(), pin))
+    return out
+
+
+class NoSpaceFS(_FS):
+    # ENOSPC at the n-th write (the flash is full)
+    def __init__(self, n):
+        self.n = n
+
+    def write(self, path, data):
+        self.n -= 1
+        if self.n == 0:
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(28, "ENOSPC")
+        _FS.write(self, path, data)
+
+
+def test_a_failed_write_leaves_no_temporary_a_later_load_applies():
+    # H8's risky spot: P.new written, P.2.new hits ENOSPC: the write is reported failed, so a
+    # later load must not apply it (the retirement the caller was told failed must not happen
+    # silently either way: flash and memory agree)
+    for n in (1, 2):
+        path = fresh()
+        PinStore(path).put("api", ["h"], P(1), [P(2), P(3)])
+        st = PinStore(path, NoSpaceFS(n))
+        _raises(OSError, st.retire, "api", P(2))
+        assert raw(path + ".new") is None and raw(path + ".2.new") is None, n
+        again = PinStore(path)
+        assert again.seq == st.seq == 1 and again.doc["retired"] == [] and again.notes == [], n
+        assert again.get("api")["backups"] == [[P(2)], [P(3)]]
 
 
 def test_stale_rotation_is_reapplied_to_the_fresh_state():

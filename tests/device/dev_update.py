@@ -221,6 +221,36 @@ def test_update_that_strands_a_configured_host_refused():
     assert u.offer(upd(K1, 1, {"api": SET(1, [2, 3]), "mq2": SET(7, [8], hosts=["broker"])}), "t") == "applied"
 
 
+def test_update_making_a_configured_host_unconnectable_refused():
+    # H8 "M3": policy "any" without "ca" cannot connect unless the app gives cadata: an update
+    # that does this to a host the device must reach is refused (nothing changed)
+    st = mkstore(sets={"api": SET(1, [2])})
+    bad = dict(SET(1, [2]), policy="any")
+    before = raw(st.path)
+    u = updater(st, hosts=("h",))
+    assert u.offer(upd(K1, 1, {"api": bad}), "t") == "refused", u.last
+    assert u.last["reason"] == "host 'h' would be unconnectable: set 'api' has policy 'any' without 'ca' " \
+        "and the app has no cadata", u.last
+    assert raw(st.path) == before and PinStore(st.path).get("api")["policy"] == "leaf"
+    # with the app's cadata, or for a host the device does not need, the same update is fine
+    u = Updater(st, st.path.rsplit("/", 1)[0] + "/keypin-state.json", log=lambda *a: None,
+                device_id="dev-1", hosts=("h",), cadata=True)
+    assert u.offer(upd(K1, 1, {"api": bad}), "t") == "applied"
+    st2 = mkstore(sets={"api": SET(1, [2]), "mq": SET(5, [6], hosts=["broker"])})
+    assert updater(st2, hosts=("broker",)).offer(upd(K1, 1, {"api": bad, "mq": SET(5, [6], hosts=["broker"])}),
+                                                 "t") == "applied"
+
+
+def test_a_migrated_store_takes_its_fleets_update_once_the_fleet_is_set():
+    # H8 "M4": a v1 store migrates with fleet null (every update refused); set_fleet (ks.fleet,
+    # or the app from config update.fleet) makes it take its fleet's updates
+    st = mkstore(fleet=None)
+    _refused(st, upd(K1, 1, {"api": SET(1, [2, 3])}), "device is in no fleet")
+    st.set_fleet(FLEET)
+    assert updater(st).offer(upd(K1, 1, {"api": SET(1, [2, 3])}), "t") == "applied"
+    assert PinStore(st.path).doc["fleet"] == FLEET
+
+
 def test_weak_signer_refused():
     # issue 12.5: the identity point as signer: R = identity, S = 0 "verifies" any message
     ident = "ed25519/" + b2a_base64(b"\x01" + bytes(31))[:-1].decode()
@@ -241,14 +271,8 @@ def test_weak_signer_refused():
 
 
 def _ca_ders():
-    # [(DER, pin)] of the first two test-vector certificates (stand-ins for CA certificates)
-    out = []
-    with open(os.getenv("KEYPIN_VECTORS") + "/index.txt") as f:
-        for _ in range(2):
-            n, pin = f.readline().split()
-            with open(os.getenv("KEYPIN_VECTORS") + "/" + n + ".der", "rb") as g:
-                out.append((g.read(), pin))
-    return out
+    from dev_store import _ca_ders as ders  # (tests/device is on the path: tests/device/runner.py)
+    return ders()
 
 
 def test_ca_anchors_added_replaced_removed_by_update():

@@ -46,3 +46,61 @@ def test_power_cuts_everywhere(tmp_path):
         assert n >= 1, name
     assert set(r["corrupt"]) == muts and all(n == 14 for n in r["corrupt"].values()), r["corrupt"]
     assert r["total"] >= 60, r
+
+
+def _confirm_run(tmp_path, sets, mode, n=2):
+    """dev_confirm.py against a real HTTPS server holding the key of backup group 1 of 'api'."""
+    from helpers.httpserver import HTTPSServer
+    from helpers.pki import pin_document2
+    ca = CA("Confirm")
+    key = new_key()
+    crt, k = ca.write_chain(tmp_path, "srv", key, HOST)
+    st = tmp_path / "pins.json"
+    st.write_bytes(pin_document2(sets(pin(key))))
+    srv = HTTPSServer(str(crt), str(k))
+    try:
+        p = subprocess.run([str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_confirm.py"), str(st), HOST,
+                            str(srv.port), mode, str(n)], check=False, capture_output=True, text=True, timeout=120)
+    finally:
+        srv.stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1]), p.stdout, pin(key)
+
+
+def test_confirm_commits_a_rotation_that_empties_other_sets(tmp_path):
+    # H8 "H2": the rotation retires A and B; 'mqtt' is left with no pin and 'web' without a
+    # backup. Before the fix the commit failed validation, every request to the backup server
+    # failed and nothing rotated, forever. Now: served, rotated, the emptied sets kept.
+    A, B, W = pin(new_key()), pin(new_key()), pin(new_key())
+    def sets(c):
+        return {"api": {"hosts": [HOST], "active": [A], "backups": [[B], [c]], "policy": "leaf"},
+                "mqtt": {"hosts": ["mq.example.test"], "active": [A], "backups": [[B]], "policy": "leaf"},
+                "web": {"hosts": ["w.example.test"], "active": [W], "backups": [[A]], "policy": "leaf"}}
+    r, out, c = _confirm_run(tmp_path, sets, "plain")
+    assert r["results"] == ["status 200 verdict rotated", "status 200 verdict active"], out
+    assert sorted(r["retired"]) == sorted([A, B]) and r["sets"]["api"]["active"] == [c], out
+    assert r["sets"]["mqtt"] == {"hosts": ["mq.example.test"], "active": [], "backups": [], "policy": "leaf",
+                                 "allow_no_backup": True}, out
+    assert r["sets"]["web"]["backups"] == [] and r["sets"]["web"]["allow_no_backup"] is True, out
+
+
+def test_confirm_keeps_the_request_when_the_rotation_cannot_be_written(tmp_path):
+    # flash full: the rotation cannot commit; the genuine response still serves the request
+    # (verdict stays "backup"), one log line and a store note; nothing on flash changed
+    A = pin(new_key())
+    def sets(c):
+        return {"api": {"hosts": [HOST], "active": [A], "backups": [[c]], "policy": "leaf"}}
+    r, out, c = _confirm_run(tmp_path, sets, "full")
+    assert r["results"] == ["status 200 verdict backup"] * 2, out
+    assert r["seq"] == 1 and r["retired"] == [] and r["sets"]["api"]["active"] == [A], out
+    assert len(r["notes"]) == 2 and "not committed" in r["notes"][0] and "ENOSPC" in r["notes"][0], r["notes"]
+    assert out.count(f"keypin: rotation of set 'api' to {c} not committed") == 2, out
+
+
+def test_confirm_fails_the_request_when_the_presented_key_was_retired_meanwhile(tmp_path):
+    A, Z = pin(new_key()), pin(new_key())
+    def sets(c):
+        return {"api": {"hosts": [HOST], "active": [A], "backups": [[c], [Z]], "policy": "leaf"}}
+    r, out, c = _confirm_run(tmp_path, sets, "retired", n=1)
+    assert r["results"][0].startswith("StoreError: "), out
+    assert c in r["retired"] and r["sets"]["api"]["active"] == [A], out

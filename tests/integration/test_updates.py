@@ -417,3 +417,26 @@ def test_ca_anchors_arrive_change_and_go_by_signed_update(tmp_path, pki):
                                     ["offer", "applied", "applied"], ["get", ng.port, "error"],
                                     ["offer", "applied", "applied"], ["get", ng.port, 200]], got
     assert "CertError" in got[4][3] and "verification failed" in got[4][3], got
+
+
+def test_a_device_migrated_from_v1_adopts_its_configured_fleet_and_takes_updates(image, tmp_path, servers, pki):
+    # H8 "M4": a v1 store migrates with fleet null, which refuses every signed update (for good:
+    # no update may set the fleet). The app adopts config update.fleet into a null store fleet,
+    # once, logged: the fleet's retained update over real mosquitto is then applied.
+    from helpers.pki import pin_document
+    _, mq = servers
+    p = pki["pins"]
+    d = device(image, tmp_path, servers, https=False)
+    v1 = {"fleet": {"hosts": [HOST], "active": p["active"], "backups": [p["b0"]], "retired": [], "policy": "leaf"}}
+    for x in ("pins.json.2", "pins.json.new", "pins.json.2.new"):
+        (d / x).unlink(missing_ok=True)
+    (d / "pins.json").write_bytes(pin_document(v1, seq=3, version=2, signer=signer_of(pki["signers"]["s1"])))
+    retain(mq, sign_with_cli(pki, tmp_path, 40, {"fleet": fleet_set(p, backups=("b0", "b3"))}))
+    good, out = run_cycle(d, 2)
+    assert good == 2, out
+    assert out.count(f"keypin: store: fleet None -> '{FLEET}'") == 1, out
+    assert "update: applied version 40 via mqtt" in out, out
+    doc = read_document(d / "pins.json")
+    assert doc["fleet"] == FLEET and doc["version"] == 40 and doc["sets"]["fleet"]["backups"] == [[p["b0"]], [p["b3"]]]
+    good, out = run_cycle(d, 1)  # adopted once: no second write of the fleet
+    assert "fleet None" not in out, out

@@ -174,16 +174,38 @@ def check_set(name: str, s: object) -> None:
             raise DocError(f"set {name}: {e}") from None
     if not s["backups"] and not s.get("allow_no_backup"):
         raise DocError(f"set {name}: no backup pin and no \"allow_no_backup\": true (the device refuses this)")
-    if not s["active"] and not s["backups"]:
+    if not s["active"] and not s["backups"] and not s.get("allow_no_backup"):
         raise DocError(f"set {name}: no pin in service and no backup group")
 
 
-def purge(doc: dict, pins) -> None:
-    """Retired pins leave every set (in service and backup groups; an emptied group goes)."""
+def purge(doc: dict, pins) -> list[tuple[str, str]]:
+    """Retired pins leave every set (in service and backup groups; an emptied group goes), and so
+    do the CA anchors whose key is retired. A set left without a backup group gets allow_no_backup;
+    a set left with no pin at all stays, empty (the device refuses its hosts). The same rule as the
+    device's (lib/keypin/pindocx.py): the result is always a document the device can load.
+    Returns [(set name, "with no pin" | "without a backup")] for the sets it left so."""
     gone = set(pins)
-    for s in doc["sets"].values():
+    hurt = []
+    for name, s in doc["sets"].items():
+        n = len(s["backups"])
+        had = bool(set_pins(s))
         s["active"] = [p for p in s["active"] if p not in gone]
         s["backups"] = [g for g in ([p for p in g if p not in gone] for g in s["backups"]) if g]
+        if n and not s["backups"]:
+            s["allow_no_backup"] = True
+        if had and not set_pins(s):
+            hurt.append((name, "with no pin (devices refuse its hosts)"))
+        elif n and not s["backups"]:
+            hurt.append((name, "without a backup"))
+        if s.get("ca"):
+            try:
+                cp = ca_pins(s)
+            except DocError:
+                continue  # check_doc names the bad certificate
+            s["ca"] = [c for c, p in zip(s["ca"], cp, strict=True) if p not in gone]
+            if not s["ca"]:
+                del s["ca"]
+    return hurt
 
 
 def migrate(doc: object) -> object:

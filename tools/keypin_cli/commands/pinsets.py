@@ -171,7 +171,10 @@ def cmd_pinset_retire(a) -> int:
         s["allow_no_backup"] = True
     doc["retired"].append(pin)
     others = [n for n in pindoc.sets_with(doc, pin) if n != a.set]
-    pindoc.purge(doc, [pin])  # retired device-wide: it leaves every set
+    hurt = [h for h in pindoc.purge(doc, [pin]) if h[0] != a.set]  # retired device-wide: it leaves every set
+    if hurt and not a.force:
+        raise CommandError(f"retiring {pin} would leave set {hurt[0][0]} {hurt[0][1]} (nothing written; --force "
+                           "to insist)")
     if others:
         note(f"{pin} also leaves set{'s' if len(others) > 1 else ''} {', '.join(others)} (retired device-wide)")
     _save(a.file, doc)

@@ -1,0 +1,42 @@
+# Device half of test_faults.py::test_confirm_*: dev_confirm.py STORE HOST PORT MODE N
+# N pinned https.get /checkin through the app's store (keypin.store.open); prints one JSON line
+# {"results", "notes", "seq", "sets", "retired"} (the store as a reboot reads it).
+# MODE plain: as is; full: every store write fails with ENOSPC (the flash is full);
+# retired: the REPL retires the presented backup key while the request is in flight.
+import json
+import sys
+
+import keypin
+from keypin import https, tls
+from keypin import store as kstore
+
+path, host, port, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+tls.resolve[host] = "127.0.0.1"
+
+
+class FullFS(kstore._FS):
+    def write(self, p, data):
+        raise OSError(28, "ENOSPC")
+
+
+st = kstore.open(path, FullFS() if mode == "full" else None)
+keypin.use_store(st)
+if mode == "retired":
+    rot = st.rotate
+
+    def rotate(name, k, pin):
+        kstore.PinStore(path).retire(name, pin)  # a second writer (the REPL) wins the race
+        return rot(name, k, pin)
+
+    st.rotate = rotate
+out = []
+for _ in range(n):
+    try:
+        r = https.get("https://%s:%d/checkin" % (host, port), timeout=10)
+        out.append("status %d verdict %s" % (r.status, r.verdict))
+        r.close()
+    except Exception as e:
+        out.append("%s: %s" % (type(e).__name__, str(e).split("\n")[0]))
+again = kstore.PinStore(path)
+print(json.dumps({"results": out, "notes": st.notes, "seq": again.seq, "sets": again.doc["sets"],
+                  "retired": again.doc["retired"]}))
