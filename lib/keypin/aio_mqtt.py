@@ -126,7 +126,11 @@ class Client:
             s.close()
             raise
         # a genuine acceptance from the pinned broker: commit a pending rotation
-        self.verdict = s.confirm()
+        try:
+            self.verdict = s.confirm()
+        except BaseException:  # the key was retired meanwhile: socket released
+            s.close()
+            raise
         self.s = s
         self.connects += 1
         self.failures = 0

@@ -66,7 +66,7 @@ class _Updates:
     def _run(self, f):
         from keypin.update import Updater
         a = self.app
-        u = Updater(a.store, self.path, log=log, device_id=a.dev, hosts=a._hosts())
+        u = Updater(a.store, self.path, log=log, device_id=a.dev, hosts=a._hosts(), cadata=a.cadata is not None)
         if self.st is not None:
             u.state, u.refusals = self.st
         try:
@@ -114,6 +114,11 @@ class App:
         # each imported only when configured
         u = cfg.get("update") or {}
         self.pins_topic = f"{self.prefix}/fleet/{u['fleet']}/pins" if u.get("fleet") else None
+        if u.get("fleet") and store.doc["fleet"] is None:  # (a store migrated from v1 has none)
+            try:
+                store.set_fleet(u["fleet"])  # once: logged by the store
+            except (OSError, keypin.StoreError) as e:
+                log("update: fleet %r not stored: %s" % (u["fleet"], e))
         self.updater = None
         self.next_update = 0
         if u.get("url") or self.pins_topic:

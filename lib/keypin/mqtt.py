@@ -149,7 +149,11 @@ class Client:
                 self.close()
                 raise wire.MQTTError("no CONNACK with return code 0 from %s:%d: %r" % (self.host, self.port, w.got))
             # a genuine CONNACK accepting this client: only now may a pending rotation commit
-            self.verdict = w.s.confirm()
+            try:
+                self.verdict = w.s.confirm()
+            except BaseException:  # the key was retired meanwhile: no connection, socket released
+                self.close()
+                raise
         else:
             self.verdict = None
         self.connected = True
