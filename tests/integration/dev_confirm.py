@@ -2,7 +2,8 @@
 # N pinned https.get /checkin through the app's store (keypin.store.open); prints one JSON line
 # {"results", "notes", "seq", "sets", "retired"} (the store as a reboot reads it).
 # MODE plain: as is; full: every store write fails with ENOSPC (the flash is full);
-# retired: the REPL retires the presented backup key while the request is in flight.
+# retired: the REPL retires the presented backup key while the request is in flight; mqtt,
+# mqtt-aio: the same during an MQTT connect (keypin.mqtt, keypin.aio_mqtt; real mosquitto).
 import json
 import sys
 
@@ -21,7 +22,7 @@ class FullFS(kstore._FS):
 
 st = kstore.open(path, FullFS() if mode == "full" else None)
 keypin.use_store(st)
-if mode == "retired":
+if mode.startswith(("retired", "mqtt")):
     rot = st.rotate
 
     def rotate(name, k, pin):
@@ -29,8 +30,40 @@ if mode == "retired":
         return rot(name, k, pin)
 
     st.rotate = rotate
+
+def fds():
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+def mqtt_once(aio):
+    # one MQTT connect to the broker (user dev/secret); -> outcome, descriptors left open by it
+    before = fds()
+    try:
+        if aio:
+            import asyncio
+
+            from keypin import aio_mqtt
+            c = aio_mqtt.Client("dev-confirm", host, port, user="dev", password="secret", store=st, timeout=10)
+            asyncio.run(c.connect())
+        else:
+            from keypin import mqtt
+            c = mqtt.Client("dev-confirm", host, port, user="dev", password="secret", store=st, timeout=10)
+            c.connect()
+        r = "connected verdict %s" % c.verdict
+        c.close()
+    except Exception as e:
+        r = "%s: %s" % (type(e).__name__, str(e).split("\n")[0])
+    import gc
+    gc.collect()
+    return "%s; fds +%d" % (r, fds() - before)
+
+
 out = []
 for _ in range(n):
+    if mode.startswith("mqtt"):
+        out.append(mqtt_once(mode.endswith("aio")))
+        continue
     try:
         r = https.get("https://%s:%d/checkin" % (host, port), timeout=10)
         out.append("status %d verdict %s" % (r.status, r.verdict))

@@ -49,15 +49,16 @@ def test_power_cuts_everywhere(tmp_path):
 
 
 def _confirm_run(tmp_path, sets, mode, n=2):
-    """dev_confirm.py against a real HTTPS server holding the key of backup group 1 of 'api'."""
+    """dev_confirm.py against a real HTTPS server (mqtt modes: mosquitto) holding the key `sets` gets."""
     from helpers.httpserver import HTTPSServer
     from helpers.pki import pin_document2
+    from helpers.realservers import Mosquitto
     ca = CA("Confirm")
     key = new_key()
     crt, k = ca.write_chain(tmp_path, "srv", key, HOST)
     st = tmp_path / "pins.json"
     st.write_bytes(pin_document2(sets(pin(key))))
-    srv = HTTPSServer(str(crt), str(k))
+    srv = Mosquitto(tmp_path, str(crt), str(k)) if mode.startswith("mqtt") else HTTPSServer(str(crt), str(k))
     try:
         p = subprocess.run([str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_confirm.py"), str(st), HOST,
                             str(srv.port), mode, str(n)], check=False, capture_output=True, text=True, timeout=120)
@@ -104,3 +105,16 @@ def test_confirm_fails_the_request_when_the_presented_key_was_retired_meanwhile(
     r, out, c = _confirm_run(tmp_path, sets, "retired", n=1)
     assert r["results"][0].startswith("StoreError: "), out
     assert c in r["retired"] and r["sets"]["api"]["active"] == [A], out
+
+
+def test_mqtt_connect_releases_the_socket_when_the_presented_key_was_retired_meanwhile(tmp_path):
+    # H8: mqtt.py / aio_mqtt.py leaked the TLS socket when confirm() raised after the CONNACK
+    A, Z = pin(new_key()), pin(new_key())
+    def sets(c):
+        return {"api": {"hosts": [HOST], "active": [A], "backups": [[c], [Z]], "policy": "leaf"}}
+    for mode in ("mqtt", "mqtt-aio"):
+        (tmp_path / mode).mkdir()
+        r, out, c = _confirm_run(tmp_path / mode, sets, mode, n=1)
+        assert r["results"][0].startswith("StoreError: "), out
+        assert r["results"][0].endswith("; fds +0"), out
+        assert c in r["retired"] and r["sets"]["api"]["active"] == [A], out
