@@ -322,6 +322,7 @@ def test_retired_pins_never_leave_a_document_the_device_cannot_load(kp, tmp_path
     j = json.loads(r.out)["sets"]
     assert j["y"]["active"] == [] and j["y"]["backups"] == [] and j["y"]["allow_no_backup"] is True, j
     assert j["z"]["backups"] == [] and j["z"]["allow_no_backup"] is True, j
+    assert any("set y has no pin left" in w for w in json.loads(r.out)["warnings"]), r.out
     # an operator's retire that would leave another set without a backup needs --force
     assert kp("pinset", "set-fleet", "--file", f, "--fleet", "plant-a").rc == 0
     assert kp("pinset", "add-backup", "--file", f, "--set", "z", P[4]).rc == 0

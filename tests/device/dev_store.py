@@ -512,6 +512,9 @@ def test_rotation_drops_ca_anchors_whose_key_is_retired():
     assert again.get("api")["active"] == [p2] and again.get("api")["ca"] == [b2]
     assert "ca" not in again.get("other") and again.ca_ders("other") is None
     assert again.doc["retired"] == [p1]
+    from keypin import tls
+    m = _raises(keypin.Unsupported, tls.Attempt, "o", 443, store=again)  # fails closed, nothing sent
+    assert "policy 'any'" in m, m
 
 
 def _ca_ders():

@@ -1,5 +1,6 @@
-# Device half of test_faults.py::test_confirm_*: dev_confirm.py STORE HOST PORT MODE N
-# N pinned https.get /checkin through the app's store (keypin.store.open); prints one JSON line
+# Device half of test_faults.py::test_confirm_*: dev_confirm.py STORE HOST PORT MODE N [HOST2...]
+# N pinned https.get /checkin through the app's store (keypin.store.open), then one to each HOST2
+# (same server); prints one JSON line
 # {"results", "notes", "seq", "sets", "retired"} (the store as a reboot reads it).
 # MODE plain: as is; full: every store write fails with ENOSPC (the flash is full);
 # retired: the REPL retires the presented backup key while the request is in flight; mqtt,
@@ -70,6 +71,14 @@ for _ in range(n):
         r.close()
     except Exception as e:
         out.append("%s: %s" % (type(e).__name__, str(e).split("\n")[0]))
+for h in sys.argv[6:]:  # hosts of other sets, on the same server: one request each
+    tls.resolve[h] = "127.0.0.1"
+    try:
+        r = https.get("https://%s:%d/checkin" % (h, port), timeout=10)
+        out.append("%s: status %d verdict %s" % (h, r.status, r.verdict))
+        r.close()
+    except Exception as e:
+        out.append("%s: %s: %s" % (h, type(e).__name__, str(e).split("\n")[0]))
 again = kstore.PinStore(path)
 print(json.dumps({"results": out, "notes": st.notes, "seq": again.seq, "sets": again.doc["sets"],
                   "retired": again.doc["retired"]}))

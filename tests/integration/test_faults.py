@@ -48,7 +48,7 @@ def test_power_cuts_everywhere(tmp_path):
     assert r["total"] >= 60, r
 
 
-def _confirm_run(tmp_path, sets, mode, n=2):
+def _confirm_run(tmp_path, sets, mode, n=2, others=()):
     """dev_confirm.py against a real HTTPS server (mqtt modes: mosquitto) holding the key `sets` gets."""
     from helpers.httpserver import HTTPSServer
     from helpers.pki import pin_document2
@@ -61,7 +61,7 @@ def _confirm_run(tmp_path, sets, mode, n=2):
     srv = Mosquitto(tmp_path, str(crt), str(k)) if mode.startswith("mqtt") else HTTPSServer(str(crt), str(k))
     try:
         p = subprocess.run([str(ROOT / "tools/upy"), str(ROOT / "tests/integration/dev_confirm.py"), str(st), HOST,
-                            str(srv.port), mode, str(n)], check=False, capture_output=True, text=True, timeout=120)
+                            str(srv.port), mode, str(n), *others], check=False, capture_output=True, text=True, timeout=120)
     finally:
         srv.stop()
     assert p.returncode == 0, p.stdout + p.stderr
@@ -77,8 +77,11 @@ def test_confirm_commits_a_rotation_that_empties_other_sets(tmp_path):
         return {"api": {"hosts": [HOST], "active": [A], "backups": [[B], [c]], "policy": "leaf"},
                 "mqtt": {"hosts": ["mq.example.test"], "active": [A], "backups": [[B]], "policy": "leaf"},
                 "web": {"hosts": ["w.example.test"], "active": [W], "backups": [[A]], "policy": "leaf"}}
-    r, out, c = _confirm_run(tmp_path, sets, "plain")
-    assert r["results"] == ["status 200 verdict rotated", "status 200 verdict active"], out
+    r, out, c = _confirm_run(tmp_path, sets, "plain", others=["mq.example.test", "w.example.test"])
+    assert r["results"][:2] == ["status 200 verdict rotated", "status 200 verdict active"], out
+    # the emptied set refuses its host (fail closed); 'web' refuses a key it never had
+    assert r["results"][2].startswith("mq.example.test: PinMismatch"), out
+    assert r["results"][3].startswith("w.example.test: PinMismatch"), out
     assert sorted(r["retired"]) == sorted([A, B]) and r["sets"]["api"]["active"] == [c], out
     assert r["sets"]["mqtt"] == {"hosts": ["mq.example.test"], "active": [], "backups": [], "policy": "leaf",
                                  "allow_no_backup": True}, out

@@ -394,7 +394,10 @@ def sets_with(doc: dict, pin: str) -> list[str]:
 def warnings_for(doc: dict) -> list[str]:
     out = []
     for name, s in doc["sets"].items():
-        if not s["backups"]:
+        if not s["active"] and not s["backups"]:
+            out.append(f"set {name} has no pin left (its keys were retired): devices refuse its hosts "
+                       f"(keypin pinset add-backup --set {name} ... or a new set)")
+        elif not s["backups"]:
             out.append(f"set {name} has no backup pin: if its key is lost or compromised the devices cannot "
                        f"follow (keypin pinset add-backup --set {name} ...)")
         if s["policy"] == "any" and not s.get("ca"):
