@@ -19,8 +19,9 @@ import time
 
 from micropython import const
 
-from keypin import aio, wire
-from keypin.wire import MQTTError, backoff
+from keypin import aio
+from keypin import mqwire as wire  # MQTT's half of keypin.wire (no HTTP parsers)
+from keypin.mqwire import MQTTError, backoff
 
 _SKIP = const(64)
 

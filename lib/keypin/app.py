@@ -352,13 +352,13 @@ class App:
         ok = ok and c is not False and up is not False
         if self.ota:  # commits a release on trial after this pinned cycle, or looks for a newer one
             self.ota.after_cycle(self, ok)
+        else:  # (keypin.ota holds keypin.https itself) imported again at the next check-in or update check
+            _drop("https", "httpsx", "wire", "wirex")  # (keypin.mqtt uses keypin.mqwire)
         return ok
 
 
 def _wdt(cfg):
     ms = cfg.get("wdt_ms")
-        else:  # (keypin.ota holds keypin.https itself) imported again at the next check-in or update check
-            _drop("https", "httpsx")
     if not ms or sys.platform == "linux":
         return None
     try:

@@ -16,8 +16,8 @@ import time
 
 from micropython import const
 
+from keypin import mqwire as wire  # MQTT's half of keypin.wire only (no HTTP parsers)
 from keypin import tls as _tls
-from keypin import wire
 
 _MAXTOPIC = const(256)
 _MAXMSG = const(4096)  # default limit of a message on a topic without its own

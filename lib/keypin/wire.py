@@ -1,6 +1,7 @@
-# Wire formats shared by the blocking and the asyncio clients, without any I/O: HTTP/1.1
-# response heads and chunk sizes, MQTT 3.1.1 remaining lengths. Strict on purpose: a broken
-# or hostile server gets an error, never a guess (issue 12, points 5 and 7).
+# HTTP wire formats shared by the blocking and the asyncio clients, without any I/O: HTTP/1.1
+# response heads and URLs (chunk sizes and save(): keypin.wirex; MQTT's formats: keypin.mqwire).
+# Strict on purpose: a broken or hostile server gets an error, never a guess
+# (issue 12, points 5 and 7).
 from micropython import const
 
 from keypin import KeypinError
@@ -8,14 +9,9 @@ from keypin import KeypinError
 MAXLINE = const(1024)  # one status, header or chunk-size line
 MAXHDRS = const(32)
 MAX1XX = const(4)  # interim responses skipped before the real one
-MAXREM = const(268435455)  # the largest MQTT remaining length (4 bytes)
 
 
 class HTTPError(KeypinError):
-    pass
-
-
-class MQTTError(KeypinError):
     pass
 
 
@@ -74,38 +70,6 @@ def framing(h, code=200, method="GET"):
     return False, -1
 
 
-def remlen(n, i, b):
-    # one byte b (index i) of an MQTT remaining length added to n -> (n, more bytes follow)
-    if i > 3:
-        raise MQTTError("malformed remaining length")
-    return n | (b & 0x7F) << (7 * i), b & 0x80
-
-
-def enclen(n):
-    # an MQTT remaining length as bytes
-    if n > MAXREM:
-        raise MQTTError("packet too large")
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return out
-
-
-def publish_sizes(flags, n, tlen, max_topic, max_msg):
-    # an incoming PUBLISH of remaining length n whose topic is tlen bytes ->
-    # payload size; MQTTError if the packet cannot be right; -1 if it is larger than allowed
-    # (the caller skips it without allocating)
-    p = n - 2 - tlen - (2 if flags & 6 else 0)
-    if (flags & 6) == 6 or p < 0:
-        raise MQTTError("malformed PUBLISH")
-    if tlen > max_topic or p > max_msg:
-        return -1
-    return p
-
-
 def split(url):
     # "https://host[:port]/path" -> (host, port, path); only https is pinned
     if not url.startswith("https://"):
@@ -152,13 +116,6 @@ def head(method, host, port, path, headers, n):
     if n is not None:
         h += "Content-Length: %d\r\n" % n
     return h.encode() + b"\r\n"
-
-
-def backoff(attempt, base=1, cap=60):
-    # reconnect delay in ms, exponential with full jitter: uniform in [d/2, d], d = base * 2**attempt s
-    from random import getrandbits
-    d = min(cap, base * (1 << min(attempt, 16))) * 1000
-    return d // 2 + (getrandbits(16) * (d // 2)) // 65536
 
 
 def body(data, json, headers):
