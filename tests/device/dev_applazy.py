@@ -7,9 +7,12 @@ import json
 import os
 import sys
 
+import dev_update
 import keypin
 from dev_update import EVIL, K1, SET, CountFS, P, mkstore, signer_of, upd
 from keypin import app, tls
+
+dev_update._n[0] = 10000  # its store directories (KEYPIN_TMP/update<n>), apart from dev_update's own run
 
 LAZY = ("keypin.update", "keypin.ed25519", "keypin.report", "keypin.config")
 
