@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 from helpers.httpserver import HTTPSServer, body
-from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.realservers import Nginx
 from helpers.scripted import FinRelay, ScriptedHTTPS
 
@@ -33,7 +33,11 @@ def store(tmp_path, env, extra=None):
     if extra:
         sets.update(extra)
     p = tmp_path / "pins.json"
-    p.write_bytes(pin_document(sets))
+    # both v2 copies, as the device keeps them (a v1 document or a P alone is a write at its load)
+    doc = pin_document2({n: {"hosts": s["hosts"], "active": [s["active"]], "backups": [[x] for x in s["backups"]],
+                             "policy": s["policy"]} for n, s in sets.items()})
+    p.write_bytes(doc)
+    (tmp_path / "pins.json.2").write_bytes(doc)
     return p
 
 

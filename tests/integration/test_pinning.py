@@ -4,7 +4,7 @@ import pathlib
 import subprocess
 
 import pytest
-from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.servers import TLSServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -30,7 +30,11 @@ def make_store(tmp_path, pki, policy="leaf", active=None, backups=None, retired=
                     "backups": backups if backups is not None else [p["b0"], p["b1"], p["b2"]],
                     "retired": retired if retired is not None else [p["retired"]], "policy": policy}}
     path = tmp_path / "pins.json"
-    path.write_bytes(pin_document(sets))
+    s = sets["api"]  # both v2 copies, as the device keeps them (a v1 document or a P alone is a write at load)
+    doc = pin_document2({"api": {"hosts": s["hosts"], "active": [s["active"]],
+                                 "backups": [[b] for b in s["backups"]], "policy": policy}}, retired=s["retired"])
+    path.write_bytes(doc)
+    (tmp_path / "pins.json.2").write_bytes(doc)
     return path
 
 
