@@ -19,13 +19,7 @@ import boot  # type: ignore[import-not-found]  # the slot pointer (the root boot
 from keypin import KeypinError, https
 from keypin.store import _FS
 
-FORMAT = "keypin-release/1"
 STATE = "keypin-ota.json"
-SLOTS = ("slot_a", "slot_b")
-
-
-class Refused(KeypinError):
-    pass
 
 
 class Ota:
@@ -72,7 +66,7 @@ class Ota:
         if r.status != 200:
             raise KeypinError("ota: %srelease.json answered %d" % (self.url, r.status))
         data = r.content
-        from keypin.ota_get import fetch
+        from keypin.ota_get import Refused, fetch
         try:
             fetch(self, data, p, kw)
         except Refused as e:

@@ -11,8 +11,15 @@ from micropython import const
 
 import boot  # type: ignore[import-not-found]  # the slot pointer (the root boot.py)
 from keypin import KeypinError, https
-from keypin.ota import FORMAT, SLOTS, Refused
 from keypin.store import _FS
+
+FORMAT = "keypin-release/1"
+SLOTS = ("slot_a", "slot_b")
+
+
+class Refused(KeypinError):
+    pass
+
 
 _TOP = ["audience", "files", "firmware", "format", "min_version", "signer", "version"]
 _CHUNK = const(512)

@@ -114,6 +114,9 @@ def sha256_into(der, out):
 
 
 def python_pin_of(der):
+    from keypin import CertError
     from keypin.pins import format_pin
-    from keypin.spki import _check
-    return format_pin(_check(python_sha256(der)))
+    r = python_sha256(der)
+    if isinstance(r, int):
+        raise CertError("malformed certificate: %s (%d)" % (error_text(r), r))
+    return format_pin(r)
