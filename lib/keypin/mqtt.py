@@ -21,7 +21,6 @@ from keypin import tls as _tls
 
 _MAXTOPIC = const(256)
 _MAXMSG = const(4096)  # default limit of a message on a topic without its own
-_PIECE = const(256)
 
 
 class PinnedSSL:
@@ -116,7 +115,7 @@ class Client:
         self.dropped = 0  # messages larger than their limit, drained unread
         self.malformed = 0  # messages the callback could not use (it raised)
         self.packets = 0  # packets read
-        self._buf = bytearray(_PIECE)
+        self._buf = None  # the drain buffer (keypin.mqttx), made at the first oversized message
         self._cb = None
         self.c.cb = self._deliver
         self.c.wait_msg = self._wait_msg  # umqtt's subscribe()/publish(qos=1) call it too
@@ -223,16 +222,6 @@ class Client:
             raise OSError(-1, "mqtt: connection closed inside a packet")
         return d
 
-    def _skip(self, n):
-        # drain n bytes in small pieces into one reused buffer
-        s, b = self.c.sock, self._buf
-        mv = memoryview(b)
-        while n > 0:
-            k = s.readinto(mv[:min(n, len(b))])
-            if not k:
-                raise OSError(-1, "mqtt: connection closed inside a packet")
-            n -= k
-
     def _wait_msg(self, block=True):
         # umqtt's wait_msg with the sizes checked first; the same contract: None, or the
         # first byte of a packet other than PUBLISH (its caller reads the rest). Blocking (as
@@ -267,26 +256,23 @@ class Client:
         t = self._read(2)
         tlen = t[0] << 8 | t[1]
         if wire.publish_sizes(op, n, tlen, _MAXTOPIC, 1 << 28) < 0:  # topic too long: drop it all
-            self._skip(n - 2)
-            return self._drop(b"?", n, op, None)
+            return self._oversize(b"?", n, op, None, n - 2)
         topic = self._read(tlen)
         pid = None
         if op & 6:
             pid = self._read(2)
         p = wire.publish_sizes(op, n, tlen, _MAXTOPIC, self.limits.get(topic, self.max_msg))
         if p < 0:
-            self._skip(n - 2 - tlen - (2 if pid else 0))
-            return self._drop(topic, n, op, pid)
+            return self._oversize(topic, n, op, pid, n - 2 - tlen - (2 if pid else 0))
         msg = self._read(p) if p else b""
         self._deliver(topic, msg)
         self._ack(op, pid)
         return None
 
-    def _drop(self, topic, n, op, pid):
-        self.dropped += 1
-        self.log("mqtt: %d-byte message on %s dropped (limit %d)" % (
-            n, _name(topic), self.limits.get(topic, self.max_msg)))
-        self._ack(op, pid)
+    def _oversize(self, topic, n, op, pid, left):
+        # a message over its topic's limit: its `left` bytes drained unread, counted, acknowledged
+        from keypin.mqttx import drop
+        drop(self, topic, n, op, pid, left)
 
     def _ack(self, op, pid):
         if op & 6 == 2 and pid:  # QoS 1: PUBACK
