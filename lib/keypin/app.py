@@ -256,41 +256,20 @@ class App:
             mq.close()
             return False
 
+    # (the rarely used steps, commands and report publishing, live in keypin.appx: imported on first use)
     def publish_reports(self):
         # the failure reports, after a pinned connection; cleared once the broker has them (QoS 1)
         r, mq = self.reports, self.mq
         if r is None or mq is None or not r.pending():
             return
-        n = len(r.items)
-        try:
-            mq.publish(self.report_topic, r.payload(self.dev), retain=True, qos=1)
-            r.clear()
-        except Exception as e:  # one log line, the device keeps running
-            self._fail("mqtt report publish", e)
-            mq.close()
-            return
-        log(f"mqtt: {n} pin-failure report(s) published to {self.report_topic} and cleared")
+        from keypin.appx import publish_reports
+        publish_reports(self, r, mq)
 
     def on_cmd(self, topic, msg):
         # called by keypin.mqtt for each message within its topic's limit; an exception here
         # (non-UTF-8, an unknown command) is counted there as malformed and ignored
-        if self.pins_topic and topic == self.pins_topic.encode():
-            if self.updater:
-                try:
-                    self.updater.offer(msg, "mqtt")
-                except Exception as e:  # a refused or broken update is the updater's to report
-                    log("update via mqtt failed:", _one_line(e))
-            return
-        cmd = msg.decode().strip()
-        if not cmd:  # an empty retained message clears the topic
-            return
-        log("command:", cmd)
-        if cmd == "status":
-            self.publish_status()
-        elif cmd == "checkin":
-            self.next_checkin = 0
-        else:
-            raise ValueError("unknown command %r" % cmd[:40])
+        from keypin.appx import on_cmd
+        on_cmd(self, topic, msg)
 
     def poll(self):
         mq = self.mq
@@ -353,7 +332,7 @@ class App:
         if self.ota:  # commits a release on trial after this pinned cycle, or looks for a newer one
             self.ota.after_cycle(self, ok)
         else:  # (keypin.ota holds keypin.https itself) imported again at the next check-in or update check
-            _drop("https", "httpsx", "wire", "wirex")  # (keypin.mqtt uses keypin.mqwire)
+            _drop("https", "httpsx", "wire", "wirex", "appx")  # (keypin.mqtt uses keypin.mqwire)
         return ok
 
 
@@ -361,12 +340,8 @@ def _wdt(cfg):
     ms = cfg.get("wdt_ms")
     if not ms or sys.platform == "linux":
         return None
-    try:
-        from machine import WDT
-        return WDT(timeout=ms)
-    except Exception as e:
-        log("watchdog not started:", _one_line(e))
-        return None
+    from keypin.appx import wdt
+    return wdt(ms)
 
 
 def _exists(path):
