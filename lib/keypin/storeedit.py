@@ -126,6 +126,8 @@ def put(self, name, hosts, active, backups, policy, allow_no_backup, ca=None):
     if isinstance(hosts, str):
         hosts = [hosts]
     act = [active] if isinstance(active, str) else _list(active, "active")
+    if not act:
+        raise StoreError("set %r: active must list at least one pin in service" % name)
     groups = []
     for g in _list(backups, "backups"):
         groups.append([g] if isinstance(g, str) else _list(g, "a backup group"))

@@ -495,6 +495,10 @@ def test_rotation_that_empties_other_sets_commits():
     assert again.get("web")["active"] == [P(5)] and again.get("web")["backups"] == []
     assert again.get("web")["allow_no_backup"] is True
     assert again.get("legacy")["active"] == [] and again.digests("legacy")[:2] == ([], [])
+    # (only a purge empties a set: a new one needs a pin in service)
+    assert "at least one pin" in _raises(keypin.StoreError, again.put, "e", ["e"], [], [], allow_no_backup=True)
+    again.add_backup("mqtt", P(9))  # the way back for an emptied set: a backup group, then a meeting
+    assert PinStore(path).get("mqtt")["backups"] == [[P(9)]]
 
 
 def test_rotation_drops_ca_anchors_whose_key_is_retired():

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.realservers import Mosquitto, Nginx
 from helpers.servers import TLSServer
 
@@ -33,8 +33,8 @@ def image(pki):
     """One x64 image built by the CLI; each test copies it (the tested artifact is the deployed one)."""
     d = pki["dir"]
     p = pki["pins"]
-    (d / "pins-src.json").write_bytes(pin_document({"fleet": {
-        "hosts": [HOST], "active": p["active"], "backups": [p["b0"], p["b1"]], "retired": [], "policy": "leaf"}}))
+    (d / "pins-src.json").write_bytes(pin_document2({"fleet": {  # v2: a v1 document is a write at its first load
+        "hosts": [HOST], "active": [p["active"]], "backups": [[p["b0"]], [p["b1"]]], "policy": "leaf"}}))
     (d / "config-src.json").write_text(json.dumps({"device_id": DEV}))
     out = d / "image"
     r = subprocess.run([str(ROOT / ".venv/bin/keypin"), "image", "--out", str(out), "--arch", "x64",

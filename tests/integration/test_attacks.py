@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from helpers import attackpki as ap
 from helpers.mismatched import MismatchedServer
-from helpers.pki import CA, new_key, pin, pin_document
+from helpers.pki import CA, new_key, pin, pin_document2
 from helpers.rawtls import RawTLSServer
 from helpers.realservers import Nginx
 from helpers.servers import TLSServer
@@ -91,8 +91,14 @@ def api_set(pki, policy="leaf", active=None, backups=None):
 
 
 def make_store(tmp_path, pki, policy="leaf", active=None, backups=None, **doc):
+    # pin document v2, both current copies (as a device that has booted once): a v1 document is
+    # stored as v2 at its first load, a write the "pin state unchanged" verdicts would count
+    s = api_set(pki, policy, active, backups)
     path = tmp_path / "pins.json"
-    path.write_bytes(pin_document({"api": api_set(pki, policy, active, backups)}, **doc))
+    path.write_bytes(pin_document2({"api": {"hosts": s["hosts"], "active": [s["active"]],
+                                            "backups": [[b] for b in s["backups"]], "policy": policy}},
+                                   retired=s["retired"], **doc))
+    (tmp_path / "pins.json.2").write_bytes(path.read_bytes())
     return path
 
 

@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 
 import pytest
-from helpers.pki import CA, new_key, pin, pin_document, read_document
+from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.realservers import Mosquitto
 from helpers.servers import TLSServer
 
@@ -33,8 +33,10 @@ def broker(pki):
 def store(tmp_path, pki):
     p = pki["pins"]
     path = tmp_path / "pins.json"
-    path.write_bytes(pin_document({"mq": {"hosts": ["device.example.test"], "active": p["active"],
-                                          "backups": [p["b0"]], "retired": [], "policy": "leaf"}}))
+    # v2, both current copies (a v1 document is stored as v2 at its first load: a write)
+    path.write_bytes(pin_document2({"mq": {"hosts": ["device.example.test"], "active": [p["active"]],
+                                           "backups": [[p["b0"]]], "policy": "leaf"}}))
+    (tmp_path / "pins.json.2").write_bytes(path.read_bytes())
     return path
 
 
