@@ -3,7 +3,9 @@
 # repair of the two current copies after a fallback (keypin.store.load).
 from binascii import a2b_base64
 
-from keypin.pindoc import FORMAT, FORMAT1, encode
+# (no import of keypin.pindoc: it imports this module lazily; no import circle, test_imports.py)
+FORMAT = "keypin-pins/2"
+FORMAT1 = "keypin-pins/1"
 
 
 def ca_ders(s):
@@ -82,7 +84,7 @@ def migrate(doc):
         raise ValueError("malformed keypin-pins/1 document")
 
 
-def repair(st, best, bdata, raw, errs, v1):
+def repair(st, best, bdata, raw, errs, v1, data):
     # the newest document is not in both P and P.2: log, note, write both copies
     p = st.path
     if raw[""] == bdata and v1:
@@ -104,6 +106,6 @@ def repair(st, best, bdata, raw, errs, v1):
         print("keypin: " + note)
         st.notes.append(note)
     try:
-        st._write(encode(best) if v1 else bdata, raw)
+        st._write(data, raw)  # (data: the document to store; bdata re-encoded as v2 for a v1 one)
     except OSError as e:
         print("keypin: store: repair of %s failed: %s" % (p, e))

@@ -146,8 +146,9 @@ class PinStore:
             best = empty()
         elif raw[""] != bdata or raw[".2"] != bdata or v1:
             # (a keypin-pins/1 document is migrated and stored as two v2 copies at once; P.old goes)
+            from keypin.pindoc import encode
             from keypin.pindocx import repair
-            repair(self, best, bdata, raw, errs, v1)
+            repair(self, best, bdata, raw, errs, v1, encode(best) if v1 else bdata)
         self.adopt(best)
 
     def _write(self, data, raw=None):
