@@ -58,7 +58,7 @@ class PinnedContext:
             return None
         if d >= RETIRED:
             # the same PinMismatch however often it is asked (one failure report)
-            x = getattr(a, "refusal", None)
+            x = a.refusal
             if x is None:
                 try:
                     self._sock.close()

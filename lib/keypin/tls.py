@@ -264,6 +264,7 @@ class Attempt:
         self.ctx = None
         self.clock = None
         self._e = None  # the context entry this attempt holds while its handshake runs
+        self.refusal = None  # the PinMismatch of a refused lazy handshake (keypin.sslctx)
         if self.t is not None and hasattr(self.t, "SSLContext"):
             e = _context(self.t, store, name, self.s, self.cadata)
             if e is not None:
