@@ -92,6 +92,8 @@ def _one_line(e):
 
 class App:
     update_max = _UPMAX  # the largest signed update (keypin.update.MAX_SIZE, not imported for it)
+    log = staticmethod(log)  # for keypin.appx, which does not import this module
+    one_line = staticmethod(_one_line)
 
     def __init__(self, cfg, store):
         self.cfg = cfg
@@ -341,7 +343,7 @@ def _wdt(cfg):
     if not ms or sys.platform == "linux":
         return None
     from keypin.appx import wdt
-    return wdt(ms)
+    return wdt(ms, log)
 
 
 def _exists(path):

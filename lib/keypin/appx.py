@@ -1,6 +1,6 @@
 # keypin.app's rarely used half, imported on first use: MQTT commands and fleet pin updates,
-# publishing the failure reports, the watchdog.
-from keypin.app import _one_line, log
+# publishing the failure reports, the watchdog. It imports nothing from keypin.app (no circle):
+# the app's log functions come with the App object `a`.
 
 
 def publish_reports(a, r, mq):
@@ -13,7 +13,7 @@ def publish_reports(a, r, mq):
         a._fail("mqtt report publish", e)
         mq.close()
         return
-    log(f"mqtt: {n} pin-failure report(s) published to {a.report_topic} and cleared")
+    a.log(f"mqtt: {n} pin-failure report(s) published to {a.report_topic} and cleared")
 
 
 def on_cmd(a, topic, msg):
@@ -23,12 +23,12 @@ def on_cmd(a, topic, msg):
             try:
                 a.updater.offer(msg, "mqtt")
             except Exception as e:  # a refused or broken update is the updater's to report
-                log("update via mqtt failed:", _one_line(e))
+                a.log("update via mqtt failed:", a.one_line(e))
         return
     cmd = msg.decode().strip()
     if not cmd:  # an empty retained message clears the topic
         return
-    log("command:", cmd)
+    a.log("command:", cmd)
     if cmd == "status":
         a.publish_status()
     elif cmd == "checkin":
@@ -37,10 +37,10 @@ def on_cmd(a, topic, msg):
         raise ValueError("unknown command %r" % cmd[:40])
 
 
-def wdt(ms):
+def wdt(ms, log):
     try:
         from machine import WDT
         return WDT(timeout=ms)
     except Exception as e:
-        log("watchdog not started:", _one_line(e))
+        log("watchdog not started: %s: %s" % (type(e).__name__, e))
         return None

@@ -17,7 +17,6 @@ from keypin.wire import HTTPError
 
 StatusError = wire.StatusError  # raised by save() and by keypin.update (a reply with an unusable status)
 
-_PIECE = const(128)
 _MAXREDIR = const(3)
 _MAXBODY = const(16384)  # .content when no max_body is given
 
@@ -25,29 +24,9 @@ _MAXBODY = const(16384)  # .content when no max_body is given
 _split = wire.split  # (host, port, path) of an https:// URL; keypin.setup uses it
 
 
-def _io(e, s):
-    # a read past the stream's deadline: say what ran out
-    if isinstance(e, OSError) and e.args and e.args[0] == 110:
-        return OSError(110, "deadline passed while reading the response (%s)" % getattr(s, "pinset", "?"))
-    return e
-
-
-def _line(s):
-    # readline(n) reserves n bytes up front: read in small pieces, allow up to wire.MAXLINE
-    try:
-        ln = s.readline(_PIECE)
-        while ln and ln[-1:] != b"\n":
-            if len(ln) >= wire.MAXLINE:
-                raise HTTPError("line longer than %d bytes" % wire.MAXLINE)
-            more = s.readline(_PIECE)
-            if not more:
-                break
-            ln += more
-    except OSError as e:
-        raise _io(e, s)
-    if not ln or ln[-1:] != b"\n":
-        raise HTTPError("connection closed by server before the end of a line")
-    return ln
+# the line reader and its I/O error live in keypin.wire, shared with keypin.httpsx
+_io = wire.io_error
+_line = wire.line
 
 
 class Response:

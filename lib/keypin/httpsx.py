@@ -5,11 +5,11 @@
 # framing says so; anything odd is an HTTPError.
 from keypin import wire, wirex
 from keypin.wire import HTTPError
+from keypin.wire import line as _line
 
 
 def read(r, s, n):
     # up to n bytes of a chunked or close-delimited body of Response r over stream s; b"" at the end
-    from keypin.https import _line
     if r._chunked:
         if r._chunk == 0:
             r._chunk = wirex.chunk_size(_line(s))

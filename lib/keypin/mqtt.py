@@ -77,11 +77,7 @@ class _Connack:
         return len(g) == 4 and g[0] == 0x20 and g[1] == 2 and g[2] < 2 and g[3] == 0
 
 
-def _name(topic):
-    try:
-        return topic.decode()
-    except (UnicodeError, AttributeError):
-        return repr(topic)
+_name = wire.name  # keypin.mqwire's, shared with keypin.mqttx
 
 
 def _umqtt():

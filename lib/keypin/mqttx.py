@@ -8,7 +8,7 @@ _PIECE = const(256)
 
 def drop(c, topic, n, op, pid, left):
     # c: the keypin.mqtt.Client; left: the bytes of the packet not read yet
-    from keypin.mqtt import _name
+    from keypin.mqwire import name as _name
     s = c.c.sock
     if c._buf is None:
         c._buf = bytearray(_PIECE)  # kept on the client: the next oversized message reuses it

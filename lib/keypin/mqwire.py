@@ -49,3 +49,11 @@ def backoff(attempt, base=1, cap=60):
     from random import getrandbits
     d = min(cap, base * (1 << min(attempt, 16))) * 1000
     return d // 2 + (getrandbits(16) * (d // 2)) // 65536
+
+
+def name(topic):
+    # a topic for a log line
+    try:
+        return topic.decode()
+    except (UnicodeError, AttributeError):
+        return repr(topic)

@@ -7,12 +7,38 @@ from micropython import const
 from keypin import KeypinError
 
 MAXLINE = const(1024)  # one status, header or chunk-size line
+_PIECE = const(128)  # readline(n) reserves n bytes: lines are read in pieces this big
 MAXHDRS = const(32)
 MAX1XX = const(4)  # interim responses skipped before the real one
 
 
 class HTTPError(KeypinError):
     pass
+
+
+def io_error(e, s):
+    # a read past the stream's deadline: say what ran out
+    if isinstance(e, OSError) and e.args and e.args[0] == 110:
+        return OSError(110, "deadline passed while reading the response (%s)" % getattr(s, "pinset", "?"))
+    return e
+
+
+def line(s):
+    # readline(n) reserves n bytes up front: read in small pieces, allow up to MAXLINE
+    try:
+        ln = s.readline(_PIECE)
+        while ln and ln[-1:] != b"\n":
+            if len(ln) >= MAXLINE:
+                raise HTTPError("line longer than %d bytes" % MAXLINE)
+            more = s.readline(_PIECE)
+            if not more:
+                break
+            ln += more
+    except OSError as e:
+        raise io_error(e, s)
+    if not ln or ln[-1:] != b"\n":
+        raise HTTPError("connection closed by server before the end of a line")
+    return ln
 
 
 def status(ln):
