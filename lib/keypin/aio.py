@@ -57,8 +57,11 @@ def left(end):
 class Stream:
     # Reader and writer in one (like asyncio's own). verdict: "active" | "backup" |
     # "rotated" once confirm() committed a pending rotation (call it after a genuine reply).
-    def __init__(self, ss, raw, ps, pb):
+    def __init__(self, ss, raw, ps, pb, end=None):
         self.s = ss
+        # the connect deadline also bounds the first read or write: the server proves its key
+        # (signature, Finished) only as the handshake ends, inside that first I/O
+        self._end = end
         self._raw = raw
         self.ps = ps  # the keypin.tls.PinnedStream: verdict, pin, pin set, backup
         self.verdict = ps.verdict
@@ -75,6 +78,12 @@ class Stream:
     def confirm(self):
         self.verdict = self.ps.confirm()
         return self.verdict
+
+    async def _ready(self, s, wr):
+        if self._end is None:
+            await _wait(s, wr)
+        else:
+            await within(_wait(s, wr), left(self._end), "the end of the TLS handshake with " + self.pinset)
 
     def _trusted(self):
         # a key retired since the handshake (REPL, a signed update, another connection's
@@ -95,7 +104,8 @@ class Stream:
             n = s.readinto(self._b)
             if n is not None:
                 break
-            await _wait(s, 0)
+            await self._ready(s, 0)
+        self._end = None  # the handshake is over
         self._i = 0
         self._n = n
         return n > 0
@@ -167,9 +177,10 @@ class Stream:
                 raise OSError(9, "stream closed")
             n = s.write(mv[off:])
             if n is None:
-                await _wait(s, 1)
+                await self._ready(s, 1)
             else:
                 off += n
+                self._end = None  # the handshake is over
         self._out = b""
 
     async def awrite(self, buf):
@@ -211,7 +222,7 @@ async def _tcp(host, port, addr):
     return raw
 
 
-async def _handshake(att, raw):
+async def _handshake(att, raw, end=None):
     ss = att.wrap(raw, False)  # closes raw if it fails
     b = bytearray(1)
     pb = None
@@ -240,10 +251,10 @@ async def _handshake(att, raw):
         ss.close()
         raw.close()
         raise
-    return Stream(ss, raw, ps, pb)
+    return Stream(ss, raw, ps, pb, end)
 
 
-async def _open(host, port, store, pinset, cadata, addr):
+async def _open(host, port, store, pinset, cadata, addr, end=None):
     st = store or _t.default_store()
     if isinstance(st, str):
         st = _t.use_store(st)
@@ -260,12 +271,13 @@ async def _open(host, port, store, pinset, cadata, addr):
     except BaseException:
         raw.close()
         raise
-    return await _handshake(att, raw)
+    return await _handshake(att, raw, end)
 
 
 async def connect(host, port, *, store=None, pinset=None, cadata=None, addr=None, timeout=10):
     # -> Stream. timeout (s): one budget for TCP connect + TLS handshake (None: no limit)
-    return await within(_open(host, port, store, pinset, cadata, addr),
+    end = until(timeout)
+    return await within(_open(host, port, store, pinset, cadata, addr, end),
                         None if timeout is None else int(timeout * 1000),
                         "TCP connect + TLS handshake with %s:%d" % (host, port))
 

@@ -141,7 +141,13 @@ async def main():
         elif sc == "deadline":
             t0 = time.ticks_ms()
             try:
-                await aio.connect(HOST, A["port"], timeout=A["timeout"])
+                s = await aio.connect(HOST, A["port"], timeout=A["timeout"])
+                out["verdict"] = s.verdict
+                try:  # the server sent the pinned certificate, then nothing: it never proves the key
+                    await asyncio.wait_for(s.awrite(b"secret\n"), 30)  # a bound for this test only
+                    out["written"] = True
+                finally:
+                    s.close()
             finally:
                 out["ms"] = time.ticks_diff(time.ticks_ms(), t0)
     except Exception as e:

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from helpers.mismatched import MismatchedServer
 from helpers.pki import CA, new_key, pin, pin_document2, read_document
 from helpers.rawtls import RawTLSServer
@@ -206,6 +208,18 @@ def test_handshake_deadline(tmp_path, pki):
     with RawTLSServer("stall") as srv:
         r = dev(store(tmp_path, pki), "deadline", port=srv.port, timeout=0.5)
     assert r["error"] == "OSError" and "deadline" in r["msg"], r
+
+
+def test_the_connect_deadline_covers_the_end_of_the_handshake(tmp_path, pki):
+    """A server that replays the pinned (public) certificate and then goes silent never proves the
+    key: the handshake cannot end. The verdict comes from the certificate, but the first write is
+    still bounded by the connect deadline (found by H8: it waited for ever), and nothing is sent."""
+    der = x509.load_pem_x509_certificate(pki["files"]["active"][0].read_bytes()).public_bytes(Encoding.DER)
+    with RawTLSServer("cert", certs=[der], hold=30) as srv:
+        r = dev(store(tmp_path, pki), "deadline", port=srv.port, timeout=2)
+        assert srv.app_records == 0
+    assert r.get("verdict") == "active" and "written" not in r, r
+    assert r["error"] == "OSError" and "deadline" in r["msg"] and "end of the TLS handshake" in r["msg"], r
 
 
 # ---------------------------------------------------------------- MQTT robustness
