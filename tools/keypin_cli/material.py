@@ -100,6 +100,19 @@ def passphrase_from(arg: str | None) -> bytes | None:
     return env.encode() if env else None
 
 
+def _encrypted(loader, data: bytes) -> bool:
+    """An encrypted private key, whatever a wrong passphrase made of it: a wrong key decrypts to
+    garbage whose padding is right about one time in 256, and cryptography then reports a
+    malformed key instead of a failed decryption."""
+    try:
+        loader(data, password=None)
+    except TypeError as e:
+        return "encrypted" in str(e) and "not encrypted" not in str(e)
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return False
+
+
 def _private(loader, data: bytes, password: bytes | None, where: str):
     try:
         return loader(data, password=password)
@@ -111,7 +124,7 @@ def _private(loader, data: bytes, password: bytes | None, where: str):
             return loader(data, password=None)
         raise CommandError(f"{where}: {msg}") from None
     except ValueError as e:
-        if password is not None and ("decrypt" in str(e).lower() or "password" in str(e).lower()):
+        if password is not None and _encrypted(loader, data):
             raise CommandError(f"{where}: wrong passphrase for the encrypted private key") from None
         raise CommandError(f"{where}: cannot read the private key: {e}") from None
     except UnsupportedAlgorithm as e:
@@ -201,8 +214,8 @@ def _der(data: bytes, password: bytes | None, where: str) -> Item:
         if "not encrypted" in str(e):
             return _priv_item(serialization.load_der_private_key(data, password=None))
         raise CommandError(f"{where}: {e}") from None
-    except ValueError as e:
-        if password is not None and "decrypt" in str(e).lower():
+    except ValueError:
+        if password is not None and _encrypted(serialization.load_der_private_key, data):
             raise CommandError(f"{where}: wrong passphrase for the encrypted private key") from None
         raise CommandError(f"{where}: not a certificate, chain, public key, private key or CSR "
                            "(PEM or DER)") from None
