@@ -2,8 +2,9 @@
 #     include("/path/to/keypin/firmware/manifest.py")
 # then build as usual (make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=...).
 # Frozen bytecode lives in flash: keypin then costs almost no Python heap for its code.
-# The native SPKI module is a dynamic .mpy and cannot be frozen: copy
-# build/natmod/xtensawin/keypin_spki.mpy to the board's /lib to use it (keypin.spki.IMPL
-# says "native"); without it the pure-Python reference is used.
+# The SPKI module is not frozen here: `keypin image` puts the viper module compiled for the
+# board (lib/keypin_spkiv.mpy, keypin.spki.IMPL "viper"), or a C module built with ESP-IDF
+# (build/natmod/<arch>/keypin_spki.mpy, IMPL "native"), in the board's /lib; without either the
+# pure-Python reference is used (IMPL "python").
 require("umqtt.simple")  # noqa: F821 (manifest function)
 package("keypin", base_path="../lib")  # noqa: F821
