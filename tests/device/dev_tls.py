@@ -125,3 +125,30 @@ def test_context_resolves_a_host_or_a_set_name():
         assert type(e).__name__ == "StoreError" and "other.example.test" in str(e)
     else:
         raise AssertionError("no StoreError")
+
+
+class _SS:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_finish_refuses_a_key_retired_after_the_callback_accepted_it():
+    # the callback ran before a rotation/update retired the key, the handshake ends after it
+    leaf = _der("leaf_ec256")
+    d = _pin_digest(leaf)
+    st = _Store()
+    st._dig = ([d], [D(2)], [0], st.retired)
+    a = Attempt("api.example.test", 443, store=st)
+    assert a.chk.cb(memoryview(leaf), 0) == 0 and a.chk.decision == ACTIVE
+    st.retired.append(d)  # the store's live list, as PinStore.adopt updates it
+    st.doc["retired"].append(format_pin(d))
+    ss = _SS()
+    try:
+        a.finish(ss)
+    except Exception as e:
+        assert type(e).__name__ == "PinMismatch" and e.reason == "retired key", e
+    else:
+        raise AssertionError("finish() accepted a retired key")
+    assert ss.closed
